@@ -1,0 +1,178 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from flask import Flask, abort, request
+
+from . import builtins
+from .config import instance_path, load_config, plugin_namespace
+from .errors import CoreAppError, PluginConflictError, PluginDeclarationError
+from .mounting import Mounter
+from .plugins import PluginHost, PluginRecord
+from .responses import register_error_handlers
+from .tasks import celery_init_app
+from .cli import init_cli
+
+log = logging.getLogger("core_app")
+
+
+class CoreApp(Flask):
+    """A Flask app whose routes all come from plugin blueprints.
+
+    Once the plugins are mounted, adding a route directly to the app is refused: a
+    route outside a plugin's blueprint would have no owner to blame or to disable.
+    """
+
+    sealed = False
+
+    def add_url_rule(self, rule: str, *args: Any, **kwargs: Any) -> None:
+        if self.sealed:
+            raise RuntimeError(
+                f"Cannot add the route {rule!r} after start-up: declare it on the "
+                "plugin's blueprint (core_app_blueprint) instead."
+            )
+        super().add_url_rule(rule, *args, **kwargs)
+
+
+def create_app(
+    test_config: Mapping[str, Any] | None = None,
+    *,
+    plugins: Mapping[str, object] | None = None,
+) -> Flask:
+    """Build the app: configuration, then every enabled plugin's routes and tasks.
+
+    :param test_config: configuration applied over every other layer.
+    :param plugins: extra plugin objects by name, registered as if installed (tests).
+    :raises CoreAppError: in strict mode, for the first broken plugin; always, for
+        invalid host configuration.
+    """
+    try:
+        return _build(test_config, plugins, _caller_dir())
+    except CoreAppError:
+        _print_refusal_instead_of_traceback()
+        raise
+
+
+def _build(
+    test_config: Mapping[str, Any] | None,
+    plugins: Mapping[str, object] | None,
+    caller_dir: Path,
+) -> Flask:
+    instance = instance_path(test_config, caller_dir / "instance")
+    app = CoreApp("core_app", instance_path=str(instance), static_folder=None)
+    load_config(app, test_config)
+    instance.mkdir(parents=True, exist_ok=True)
+
+    host = PluginHost(app, plugins)
+    app.extensions["core_app"] = host
+    host.load([builtins.source()])
+    host.each(lambda record: _apply_config_defaults(app, host, record), builtins=False)
+    register_error_handlers(app)
+    Mounter(app, host).mount_all()
+    celery_init_app(app, host)
+    host.each(lambda record: _collect_declarations(host, record))
+    _configure_beat(app, host)
+    init_cli(app, host)
+    app.sealed = True
+    host.each(lambda record: host.call(record, "core_app_ready", app=app))
+    _refuse_routes_of_failed_plugins(app, host)
+    return app
+
+
+def _caller_dir() -> Path:
+    """The folder of the module that called create_app (run.py), home of instance/."""
+    frame = sys._getframe(2)
+    filename = frame.f_globals.get("__file__")
+    return Path(filename).resolve().parent if filename else Path.cwd()
+
+
+def _apply_config_defaults(app: Flask, host: PluginHost, record: PluginRecord) -> None:
+    defaults = host.call(record, "core_app_config_defaults") or {}
+    if not isinstance(defaults, Mapping) or not all(
+        isinstance(key, str) and key.isupper() and key.isidentifier() for key in defaults
+    ):
+        raise PluginDeclarationError(
+            record.name,
+            f"core_app_config_defaults() returned {defaults!r}.",
+            "return a dict of UPPER_CASE keys (without the plugin prefix) to defaults.",
+        )
+    namespace = plugin_namespace(record.name)
+    owners = app.extensions.setdefault("core_app.config_owners", {})
+    for key in defaults:
+        full = namespace + key
+        if owners.get(full, record.name) != record.name:
+            raise PluginConflictError(
+                record.name,
+                f"its config key {full} is declared by plugin {owners[full]!r} too.",
+                "rename the key.",
+                other=f"plugin {owners[full]!r}",
+            )
+    for key, value in defaults.items():
+        owners[namespace + key] = record.name
+        app.config.setdefault(namespace + key, value)
+    record.config_keys = sorted(namespace + key for key in defaults)
+
+
+def _collect_declarations(host: PluginHost, record: PluginRecord) -> None:
+    """Beat schedules and readiness checks, validated so a typo fails at start-up."""
+    schedule = host.call(record, "core_app_beat_schedule") or {}
+    if not isinstance(schedule, Mapping) or not all(
+        isinstance(entry, Mapping) and "task" in entry and "schedule" in entry
+        for entry in schedule.values()
+    ):
+        raise PluginDeclarationError(
+            record.name,
+            f"core_app_beat_schedule() returned {schedule!r}.",
+            "return {'name': {'task': 'plugin.task', 'schedule': seconds_or_crontab}}.",
+        )
+    record.beat_schedule = {f"{record.name}.{name}": dict(e) for name, e in schedule.items()}
+    checks = host.call(record, "core_app_health_checks") or {}
+    if not isinstance(checks, Mapping) or not all(callable(c) for c in checks.values()):
+        raise PluginDeclarationError(
+            record.name,
+            f"core_app_health_checks() returned {checks!r}.",
+            "return a dict of check name to a callable that raises when unhealthy.",
+        )
+    record.health_checks = dict(checks)
+
+
+def _configure_beat(app: Flask, host: PluginHost) -> None:
+    celery_app = app.extensions["celery"]
+    celery_app.conf.beat_schedule = {
+        name: entry for record in host.active() for name, entry in record.beat_schedule.items()
+    }
+    celery_app.conf.beat_schedule_filename = str(Path(app.instance_path) / "celerybeat-schedule")
+
+
+def _refuse_routes_of_failed_plugins(app: Flask, host: PluginHost) -> None:
+    """A plugin that failed after it was mounted must not go on serving its routes."""
+    failed = {r.blueprint for r in host.failed() if r.blueprint}
+    if not failed:
+        return
+
+    def refuse() -> None:
+        if failed.intersection(request.blueprints):
+            abort(503, "This plugin failed at start-up; see GET /ready.")
+
+    app.before_request(refuse)
+
+
+def _print_refusal_instead_of_traceback() -> None:
+    """A refused start shows its message, not a traceback, when nothing catches it."""
+    if sys.excepthook is not sys.__excepthook__:
+        return
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        if isinstance(error, CoreAppError):
+            print(f"core_app refused to start.\n\n{error}", file=sys.stderr)
+        else:
+            sys.__excepthook__(kind, error, tb)
+
+    sys.excepthook = hook

@@ -1,0 +1,34 @@
+"""The embedded default broker: Celery on files in the instance folder.
+
+With no ``BROKER_URL``, tasks still run asynchronously with no server installed: kombu's
+filesystem transport keeps queued messages as files (so they survive a restart) and the
+file result backend keeps results. Good for one machine in development; use Redis for
+anything more.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def embedded_config(instance_path: str | Path) -> dict[str, Any]:
+    """Celery settings for the filesystem broker and result backend in the instance folder."""
+    root = Path(instance_path) / "celery"
+    folders = {
+        "data_folder_in": root / "queue",
+        "data_folder_out": root / "queue",
+        "processed_folder": root / "processed",
+        "control_folder": root / "control",
+    }
+    results = root / "results"
+    for folder in [*folders.values(), results]:
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "broker_url": "filesystem://",
+        "broker_transport_options": {
+            **{key: str(path) for key, path in folders.items()},
+            "store_processed": False,
+        },
+        "result_backend": f"file://{results}",
+    }

@@ -1,0 +1,126 @@
+"""Hook specifications: the contract between the host and its plugins.
+
+A plugin implements any of these with ``@core_app.hookimpl``; a function whose name
+starts with ``core_app_`` but matches no hook here is an error, not silence. The host
+calls each plugin's implementation separately, so a failure is always attributed to
+the plugin that caused it. Hooks are listed in the order the host calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from flask import Blueprint, Flask
+
+hookspec = pluggy.HookspecMarker("core_app")
+hookimpl = pluggy.HookimplMarker("core_app")
+
+
+# --------------------------------------------------------------------------------------
+# Loading: called once per plugin, in load order, before anything is mounted
+# --------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def core_app_dependencies() -> Mapping[str, str] | None:
+    """Name the plugins this plugin needs.
+
+    Called once, right after the plugin is imported, to order loading.
+
+    :return: a mapping of plugin name to a version specifier (``""`` for any version),
+        for example ``{"notifications": ">=1.0"}``. Missing or incompatible plugins and
+        cycles are a ``PluginDependencyError``. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_config_defaults() -> Mapping[str, Any] | None:
+    """Declare the plugin's configuration keys and their defaults.
+
+    Called once while the app is built, before the blueprint is requested.
+
+    :return: a mapping of upper-case key to default. Keys are placed in the plugin's
+        namespace: plugin ``shop`` returning ``{"DB_NAME": "shop.db"}`` defines
+        ``SHOP_DB_NAME``, which the settings file, ``CORE_APP_SHOP_DB_NAME`` or
+        ``create_app(test_config)`` override. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_blueprint(app: Flask) -> Blueprint | None:
+    """Return the plugin's blueprint.
+
+    Called once while the app is built, after configuration is complete.
+
+    :param app: the app being built; read ``app.config`` here, do not add routes to it.
+    :return: a ``flask.Blueprint`` whose ``url_prefix`` is set (``PLUGIN_URL_PREFIXES``
+        in the host config overrides it). Nest blueprints inside it for more.
+        Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_task_modules() -> Sequence[str] | None:
+    """Name the modules that define the plugin's Celery tasks.
+
+    Called once while the app is built. Without an implementation the host uses the
+    plugin package's ``tasks`` module when it exists.
+
+    :return: importable module names. Every task defined in them (plain
+        ``@shared_task``) belongs to this plugin and is routed to its queue.
+        Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_beat_schedule() -> Mapping[str, Mapping[str, Any]] | None:
+    """Declare periodic tasks for ``run.py beat``.
+
+    Called once while the app is built.
+
+    :return: Celery beat entries (each with ``task`` and ``schedule``) by name; the host
+        prefixes each name with ``<plugin>.``. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_health_checks() -> Mapping[str, Callable[[], object]] | None:
+    """Declare readiness checks reported by ``GET /ready``.
+
+    Called once while the app is built; the checks run on every ``/ready`` request.
+
+    :return: check callables by name. A check passes when it returns without raising;
+        a raise makes ``/ready`` answer 503. Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def core_app_cli_commands() -> Iterable[click.Command] | None:
+    """Add commands to ``python run.py <plugin> ...`` (and ``flask <plugin> ...``).
+
+    Called once while the app is built.
+
+    :return: click commands, grouped under the plugin's name. Stops at first non-None
+        result.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Ready: called once per plugin after every plugin is mounted
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def core_app_ready(app: Flask) -> None:
+    """Notify the plugin that the app is complete.
+
+    Called once, in load order, after every enabled plugin is mounted and its tasks are
+    registered. Do not add routes here: routes outside a blueprint are refused.
+
+    :param app: the finished app.
+    """

@@ -1,0 +1,398 @@
+"""Load plugins into a pluggy manager and keep one record per plugin.
+
+Loading follows tox's order: add the hookspecs, register the built-ins, register every
+enabled plugin, then ``check_pending`` so that a misspelt hook is an error. Each hook is
+called for one plugin at a time, so every failure names the plugin that caused it; in
+lenient mode that plugin is unregistered and reported while the others carry on.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from flask import Flask
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from . import hookspecs
+from .discovery import PluginSource, check_host_version, installed_plugins
+from .errors import (
+    PluginConflictError,
+    PluginDeclarationError,
+    PluginDependencyError,
+    PluginError,
+    PluginHookError,
+    PluginImportError,
+)
+
+log = logging.getLogger("core_app.plugins")
+
+LOADED, DISABLED, FAILED = "loaded", "disabled", "failed"
+
+
+@dataclass
+class PluginRecord:
+    """What the host knows about one plugin: where it came from, and what it declared."""
+
+    source: PluginSource
+    builtin: bool = False
+    #: Allowed by PLUGINS / DISABLED_PLUGINS (it may still be left to another process).
+    enabled: bool = True
+    status: str = LOADED
+    reason: str | None = None
+    error: PluginError | None = None
+    obj: object | None = None
+    import_seconds: float = 0.0
+    dependencies: dict[str, str] = field(default_factory=dict)
+    config_keys: list[str] = field(default_factory=list)
+    url_prefix: str | None = None
+    blueprint: str | None = None
+    routes: list[str] = field(default_factory=list)
+    task_modules: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    queue: str | None = None
+    beat_schedule: dict[str, Any] = field(default_factory=dict)
+    health_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def distribution(self) -> str | None:
+        return self.source.distribution
+
+    @property
+    def version(self) -> str | None:
+        return self.source.version
+
+    @property
+    def active(self) -> bool:
+        return self.status == LOADED
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``run.py plugins --json``, ``/ready``)."""
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "url_prefix": self.url_prefix,
+            "routes": len(self.routes),
+            "task_modules": self.task_modules,
+            "tasks": self.tasks,
+            "queue": self.queue,
+            "status": self.status,
+            "reason": self.reason,
+            "error": self.error.message if self.error else None,
+        }
+
+
+class PluginHost:
+    """The plugin manager of one app, with a record of every plugin seen."""
+
+    def __init__(self, app: Flask, extra_plugins: Mapping[str, object] | None = None) -> None:
+        self.app = app
+        self.strict = app.config["PLUGIN_ERRORS"] == "raise"
+        self.trace = bool(app.config["TRACE_HOOKS"])
+        self.pm = pluggy.PluginManager("core_app")
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self._extra = dict(extra_plugins or {})
+        self._impls: dict[str, dict[str, pluggy.HookImpl]] = {}
+
+    # -- queries -------------------------------------------------------------------------
+
+    def active(self, *, builtins: bool = True) -> list[PluginRecord]:
+        """Loaded plugins in load order (dependencies first, then by name)."""
+        return [r for r in self.records.values() if r.active and (builtins or not r.builtin)]
+
+    def plugins(self) -> list[PluginRecord]:
+        """Every plugin but the built-ins, by name: what the report shows."""
+        return sorted((r for r in self.records.values() if not r.builtin), key=lambda r: r.name)
+
+    def failed(self) -> list[PluginRecord]:
+        return [r for r in self.plugins() if r.status == FAILED]
+
+    # -- failure policy ------------------------------------------------------------------
+
+    def fail(self, record: PluginRecord, error: PluginError) -> None:
+        """Raise in strict mode; otherwise unregister the plugin and report it."""
+        error.with_origin(record.distribution, record.version)
+        if self.strict or record.builtin:
+            raise error
+        log.error("%s Skipping this plugin (PLUGIN_ERRORS=skip).", error.message)
+        record.status, record.error = FAILED, error
+        if self.pm.get_plugin(record.name) is not None:
+            self.pm.unregister(name=record.name)
+        self._impls.pop(record.name, None)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def load(self, builtins: Iterable[PluginSource]) -> None:
+        """Discover, filter, import and register every plugin, then order them."""
+        for source in builtins:
+            record = self.records[source.name] = PluginRecord(source, builtin=True)
+            self._import_and_register(record)
+        sources = [*installed_plugins(), *self._extra_sources()]
+        for name, group in _group_by_name(sources).items():
+            record = self.records.setdefault(name, PluginRecord(group[0]))
+            if record.builtin:
+                self.fail(PluginRecord(group[0]), _name_taken_by_host(group[0]))
+            elif len(group) > 1:
+                self.fail(record, _duplicate_name(group))
+            else:
+                self._load_one(record)
+        self._check_pending()
+        self._index_hookimpls()
+        self._order_by_dependencies()
+
+    def _extra_sources(self) -> list[PluginSource]:
+        return [PluginSource(name, repr(obj), obj=obj) for name, obj in self._extra.items()]
+
+    def _load_one(self, record: PluginRecord) -> None:
+        if not record.name.isidentifier():
+            self.fail(record, PluginDeclarationError(
+                record.name,
+                "its entry-point name is not a valid Python identifier.",
+                "rename the entry point in [project.entry-points.\"core_app.plugins\"], "
+                "e.g. 'my_plugin' instead of 'my-plugin'.",
+            ))
+            return
+        record.enabled = self._allowed(record.name)
+        elsewhere = self.app.config["WORKER_PLUGINS"]
+        if not record.enabled:
+            record.status, record.reason = DISABLED, "excluded by PLUGINS / DISABLED_PLUGINS"
+            return
+        if elsewhere is not None and record.name not in elsewhere:
+            record.status = DISABLED
+            record.reason = f"not loaded by this worker (it serves {', '.join(elsewhere)})"
+            return
+        try:
+            check_host_version(record.source)
+        except PluginError as error:
+            self.fail(record, error)
+            return
+        self._import_and_register(record)
+
+    def _allowed(self, name: str) -> bool:
+        """Whether PLUGINS (allowlist, None for all) and DISABLED_PLUGINS let it load."""
+        allow, deny = self.app.config["PLUGINS"], self.app.config["DISABLED_PLUGINS"]
+        return (allow is None or name in allow) and name not in deny
+
+    def _import_and_register(self, record: PluginRecord) -> None:
+        started = time.perf_counter()
+        try:
+            record.obj = record.source.load()
+        except Exception as exc:  # any import-time failure is the plugin's
+            self.fail(record, _import_error(record, exc))
+            return
+        finally:
+            record.import_seconds = time.perf_counter() - started
+        try:
+            self.pm.register(record.obj, name=record.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            self.fail(record, PluginHookError(
+                record.name,
+                f"its hooks cannot be registered: {exc}",
+                "make each @core_app.hookimpl match its hookspec in core_app.hookspecs "
+                "(same name, arguments a subset of the spec's), and give each plugin "
+                "its own module or object.",
+            ))
+
+    def _check_pending(self) -> None:
+        """pluggy's check, one offender at a time, so each is named and the rest stay."""
+        while True:
+            try:
+                self.pm.check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.pm.get_name(exc.plugin)
+                if name is None:
+                    raise
+                self.fail(self.records[name], PluginHookError(
+                    name,
+                    f"it implements a hook that does not exist: {exc}",
+                    "fix the spelling; the hooks are listed in core_app.hookspecs "
+                    "(all start with 'core_app_').",
+                ))
+
+    def _index_hookimpls(self) -> None:
+        """Group hook implementations by plugin, so calling one plugin's is cheap."""
+        for hook_name in self.pm.hook.__dict__:
+            caller = getattr(self.pm.hook, hook_name)
+            if isinstance(caller, pluggy.HookCaller):
+                for impl in caller.get_hookimpls():
+                    self._impls.setdefault(impl.plugin_name, {})[hook_name] = impl
+
+    # -- calling hooks -------------------------------------------------------------------
+
+    def implements(self, record: PluginRecord, hook_name: str) -> bool:
+        return hook_name in self._impls.get(record.name, {})
+
+    def call(self, record: PluginRecord, hook_name: str, **kwargs: Any) -> Any:
+        """Call one plugin's implementation of a hook; a raise becomes PluginHookError."""
+        impl = self._impls.get(record.name, {}).get(hook_name)
+        if impl is None:
+            return None
+        args = [kwargs[arg] for arg in impl.argnames]
+        started = time.perf_counter()
+        try:
+            return impl.function(*args)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginHookError(
+                record.name,
+                f"{hook_name}() raised {type(exc).__name__}: {exc}",
+                f"fix {hook_name} in {impl.function.__module__}, or disable the plugin "
+                f"with CORE_APP_DISABLED_PLUGINS={record.name}.",
+            ) from exc
+        finally:
+            if self.trace:
+                log.info(
+                    "hook %s plugin=%s args=%s took %.3f ms", hook_name, record.name,
+                    {arg: kwargs[arg] for arg in impl.argnames},
+                    (time.perf_counter() - started) * 1000,
+                )
+
+    def each(self, action: Callable[[PluginRecord], None], *, builtins: bool = True) -> None:
+        """Run ``action`` for every active plugin; a PluginError fails only that plugin."""
+        for record in self.active(builtins=builtins):
+            try:
+                action(record)
+            except PluginError as error:
+                self.fail(record, error)
+
+    # -- dependencies --------------------------------------------------------------------
+
+    def _order_by_dependencies(self) -> None:
+        self.each(self._read_dependencies, builtins=False)
+        changed = True
+        while changed:  # a plugin whose dependency failed fails too
+            changed = False
+            for record in self.active(builtins=False):
+                error = self._dependency_error(record)
+                if error:
+                    self.fail(record, error)
+                    changed = True
+        order = self._topological_order()
+        self.records = {name: self.records[name] for name in order} | self.records
+
+    def _read_dependencies(self, record: PluginRecord) -> None:
+        declared = self.call(record, "core_app_dependencies") or {}
+        if not isinstance(declared, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in declared.items()
+        ):
+            raise PluginDeclarationError(
+                record.name,
+                f"core_app_dependencies() returned {declared!r}.",
+                "return a dict of plugin name to version specifier, e.g. "
+                "{'notifications': '>=1.0'} ('' for any version).",
+            )
+        record.dependencies = dict(declared)
+
+    def _dependency_error(self, record: PluginRecord) -> PluginError | None:
+        for name, spec in sorted(record.dependencies.items()):
+            needed = self.records.get(name)
+            if needed is None or not needed.enabled or needed.status == FAILED:
+                state = "not installed" if needed is None else (
+                    "failed" if needed.status == FAILED else "disabled"
+                )
+                return PluginDependencyError(
+                    record.name,
+                    f"it needs plugin {name!r}{spec}, which is {state}.",
+                    f"install and enable {name!r}, or disable {record.name!r}.",
+                    other=name,
+                )
+            try:
+                ok = needed.version is None or SpecifierSet(spec).contains(
+                    needed.version, prereleases=True
+                )
+            except InvalidSpecifier:
+                ok = False
+            if not ok:
+                return PluginDependencyError(
+                    record.name,
+                    f"it needs plugin {name!r}{spec}, but {needed.distribution} "
+                    f"{needed.version} is installed.",
+                    f"install a version of {needed.distribution} matching {spec!r}.",
+                    other=name,
+                )
+        return None
+
+    def _topological_order(self) -> list[str]:
+        active = {r.name: r for r in self.active()}
+        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
+        for name, record in active.items():
+            sorter.add(name, *(d for d in record.dependencies if d in active))
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            for name in sorted(set(cycle)):
+                self.fail(active[name], PluginDependencyError(
+                    name,
+                    f"its dependencies form a cycle: {' -> '.join(cycle)}.",
+                    "remove one of the dependencies in the cycle.",
+                    other=", ".join(n for n in cycle if n != name),
+                ))
+            return self._topological_order()
+        order: list[str] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=lambda n: (not active[n].builtin, n))
+            order.extend(ready)
+            sorter.done(*ready)
+        return order
+
+
+def _group_by_name(sources: Iterable[PluginSource]) -> dict[str, list[PluginSource]]:
+    groups: dict[str, list[PluginSource]] = {}
+    for source in sources:
+        groups.setdefault(source.name, []).append(source)
+    return groups
+
+
+def _duplicate_name(group: list[PluginSource]) -> PluginError:
+    origins = [f"{s.distribution} {s.version}" for s in group]
+    return PluginConflictError(
+        group[0].name,
+        f"{len(group)} distributions declare this plugin name: {', '.join(origins)}.",
+        "uninstall all but one of them, or rename the entry point of the others.",
+        distribution=group[0].distribution,
+        version=group[0].version,
+        other=", ".join(s.distribution or "?" for s in group[1:]),
+    )
+
+
+def _name_taken_by_host(source: PluginSource) -> PluginError:
+    return PluginConflictError(
+        source.name,
+        "this name is reserved for the host's built-in plugin.",
+        "rename the entry point.",
+        distribution=source.distribution,
+        version=source.version,
+        other="core_app (host)",
+    )
+
+
+def _import_error(record: PluginRecord, exc: Exception) -> PluginError:
+    target = record.source.target
+    module = target.split(":")[0].strip()
+    missing = isinstance(exc, ModuleNotFoundError) and bool(exc.name) and (
+        module == exc.name or module.startswith(f"{exc.name}.")
+    )
+    if missing or isinstance(exc, AttributeError):
+        cause = f"its entry point {target!r} points at nothing ({type(exc).__name__}: {exc})."
+    else:
+        cause = f"importing {target!r} raised {type(exc).__name__}: {exc}"
+    return PluginImportError(
+        record.name,
+        cause,
+        f"reinstall {record.distribution or 'the plugin'} or fix its entry point, or "
+        f"disable it with CORE_APP_DISABLED_PLUGINS={record.name}.",
+    )

@@ -1,0 +1,254 @@
+"""Celery for plugins: one Celery app per Flask app, one queue per plugin.
+
+The Celery app is built the way Flask's "Background Tasks with Celery" does it: tasks
+run inside the Flask app context, plugins write plain ``@shared_task`` and never import
+the host. A task belongs to the plugin whose task modules define it, whatever its name,
+and is routed to that plugin's queue. Plugins reach each other's tasks by name with
+:func:`send_task`, which knows every enabled plugin's queue without importing it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from celery import Celery, Task
+from celery.result import AsyncResult
+from flask import Flask, current_app
+from kombu.exceptions import OperationalError
+
+from .embedded import embedded_config
+from .errors import (
+    BrokerUnavailable,
+    PluginConflictError,
+    PluginDeclarationError,
+    PluginImportError,
+    TaskUnavailable,
+)
+from .plugins import PluginHost, PluginRecord
+
+DEFAULT_QUEUE = "celery"
+
+
+def delivery_defaults(app: Flask) -> dict[str, Any]:
+    """Celery settings for Redis that lose no task and never hang a request.
+
+    - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged when it
+      has finished, so a worker killed mid-task leaves it to be delivered again (tasks
+      must therefore be idempotent).
+    - ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, 1 h): how long Redis waits for that
+      acknowledgement before delivering again; longer than the longest task.
+    - ``worker_prefetch_multiplier = 1``: a worker reserves one task per process, so a
+      slow task does not hold others hostage and a dead worker strands few.
+    - publish retry of at most 2 short retries and 0.5 s connect/socket timeouts: a
+      request whose broker is down gets a 503 within about a second, never a hang.
+    - ``broker_connection_max_retries = None``: a worker started while the broker is
+      down waits for it instead of exiting.
+    """
+    timeouts = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0}
+    return {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            "visibility_timeout": app.config["VISIBILITY_TIMEOUT"],
+            **timeouts,
+        },
+        "broker_connection_timeout": 0.5,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.2,
+        },
+        "redis_socket_connect_timeout": 0.5,
+        "redis_socket_timeout": 2.0,
+        "result_backend_transport_options": {
+            "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        },
+        "result_expires": 7 * 24 * 3600,
+        "result_extended": True,
+        "task_track_started": True,
+        "task_default_queue": DEFAULT_QUEUE,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+    }
+
+
+def celery_init_app(app: Flask, host: PluginHost) -> Celery:
+    """Make the Celery app of ``app``, with every active plugin's tasks on its queue."""
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery_app = Celery(app.import_name, task_cls=FlaskTask)
+    settings = delivery_defaults(app)
+    if app.config["BROKER_URL"]:
+        settings["broker_url"] = app.config["BROKER_URL"]
+        settings["result_backend"] = app.config["RESULT_BACKEND"] or app.config["BROKER_URL"]
+    else:
+        settings.update(embedded_config(app.instance_path))
+    settings.update(app.config["CELERY"])
+    router = PluginRouter(host)
+    settings["task_routes"] = (router,)
+    celery_app.config_from_object(settings)
+    celery_app.set_default()
+    celery_app.finalize(auto=True)
+    app.extensions["celery"] = celery_app
+    app.extensions["core_app.router"] = router
+    host.each(lambda record: _register_tasks(celery_app, host, router, record), builtins=False)
+    _unregister_failed(celery_app, host)
+    return celery_app
+
+
+def queue_name(app: Flask, plugin: str) -> str:
+    return str(app.config["PLUGIN_QUEUES"].get(plugin, plugin))
+
+
+def _default_task_modules(record: PluginRecord) -> list[str]:
+    if not isinstance(record.obj, ModuleType):
+        return []
+    package = record.obj.__name__.rpartition(".")[0] if not hasattr(
+        record.obj, "__path__"
+    ) else record.obj.__name__
+    candidate = f"{package}.tasks" if package else "tasks"
+    return [candidate] if importlib.util.find_spec(candidate) is not None else []
+
+
+def _register_tasks(
+    celery_app: Celery, host: PluginHost, router: PluginRouter, record: PluginRecord
+) -> None:
+    record.queue = queue_name(host.app, record.name)
+    declared = host.call(record, "core_app_task_modules")
+    if declared is None:
+        modules = _default_task_modules(record)
+    elif isinstance(declared, Sequence) and not isinstance(declared, str) and all(
+        isinstance(m, str) for m in declared
+    ):
+        modules = list(declared)
+    else:
+        raise PluginDeclarationError(
+            record.name,
+            f"core_app_task_modules() returned {declared!r}.",
+            "return a list of module names, e.g. ['shop.tasks'].",
+        )
+    imported = [_import_task_module(record, name) for name in modules]
+    record.task_modules = modules
+    owned = sorted(
+        name for name, task in celery_app.tasks.items() if _defined_in(task, modules)
+    )
+    for module in imported:
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.name not in owned:
+                other = router.owner(value.name)
+                if other is not None and other != record.name:
+                    raise PluginConflictError(
+                        record.name,
+                        f"{module.__name__} defines task {value.name!r}, which plugin "
+                        f"{other!r} defines too.",
+                        f"name tasks '<plugin>.<task>' ({record.name}.…), and call other "
+                        "plugins' tasks by name with core_app.send_task, not by import.",
+                        other=f"plugin {other!r}",
+                    )
+    record.tasks = owned
+    router.claim(record, owned)
+
+
+def _import_task_module(record: PluginRecord, name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # the task module's failure is the plugin's
+        raise PluginImportError(
+            record.name,
+            f"its task module {name!r} raised {type(exc).__name__}: {exc}",
+            f"fix {name}, or the list returned by core_app_task_modules().",
+        ) from exc
+
+
+def _defined_in(task: Task, modules: Sequence[str]) -> bool:
+    module = getattr(task, "__module__", "") or ""
+    return any(module == m or module.startswith(f"{m}.") for m in modules)
+
+
+def _unregister_failed(celery_app: Celery, host: PluginHost) -> None:
+    """A failed plugin's tasks must not run, even those its other modules registered."""
+    packages = [r.source.target.split(":")[0].split(".")[0] for r in host.failed()]
+    for name, task in list(celery_app.tasks.items()):
+        if _defined_in(task, packages):
+            celery_app.tasks.unregister(name)
+
+
+class PluginRouter:
+    """Celery router: a task goes to the queue of the plugin that owns it.
+
+    Owners are known from the imported task modules; a task of an enabled plugin not
+    loaded in this process (a worker for another plugin) is found by its name's
+    ``<plugin>.`` prefix, so no plugin has to be imported to send it a task.
+    """
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+        self.owners: dict[str, str] = {}
+
+    def claim(self, record: PluginRecord, names: Sequence[str]) -> None:
+        for name in names:
+            self.owners[name] = record.name
+
+    def owner(self, task_name: str) -> str | None:
+        owner = self.owners.get(task_name)
+        if owner is not None:
+            return owner
+        prefix = task_name.partition(".")[0]
+        record = self.host.records.get(prefix)
+        if record is not None and record.enabled and not record.builtin and (
+            record.status != "failed"
+        ):
+            return prefix
+        return None
+
+    def __call__(
+        self, name: str, args: Any, kwargs: Any, options: Mapping[str, Any], **kw: Any
+    ) -> dict[str, str] | None:
+        owner = self.owner(name)
+        return {"queue": queue_name(self.host.app, owner)} if owner else None
+
+
+def send_task(
+    name: str,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult:
+    """Queue a task of any enabled plugin by name, on that plugin's queue.
+
+    :raises TaskUnavailable: no enabled plugin owns ``name`` (not installed, disabled or
+        failed): the caller decides whether that matters.
+    :raises BrokerUnavailable: the broker did not take the message within the publish
+        retry budget; the host answers such a request with 503.
+    """
+    celery_app: Celery = current_app.extensions["celery"]
+    router: PluginRouter = current_app.extensions["core_app.router"]
+    if router.owner(name) is None and name not in celery_app.tasks:
+        raise TaskUnavailable(
+            f"No enabled plugin provides the task {name!r}; install and enable the plugin "
+            "that defines it."
+        )
+    try:
+        return celery_app.send_task(name, args=args, kwargs=kwargs, **options)
+    except OperationalError as exc:
+        raise BrokerUnavailable(f"Could not queue {name!r}: {exc}") from exc
+
+
+def check_broker() -> None:
+    """Readiness check: the broker answers within its connect timeout."""
+    celery_app: Celery = current_app.extensions["celery"]
+    with celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=1)

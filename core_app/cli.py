@@ -19,6 +19,7 @@ import click
 from celery import Celery
 from flask import Flask, current_app
 from flask.cli import FlaskGroup, ScriptInfo, get_debug_flag, with_appcontext
+from werkzeug.serving import run_simple
 
 from .config import is_production
 from .errors import ConfigError, PluginConflictError
@@ -200,7 +201,8 @@ def serve_command(
         worker = subprocess.Popen(_self_command(ctx, "worker", "--all", "--concurrency", "1"))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        app.run(host=host, port=port, debug=debug, use_reloader=debug, threaded=True)
+        app.debug = debug
+        run_simple(host, port, app, use_reloader=debug, use_debugger=debug, threaded=True)
     finally:
         if worker is not None:
             worker.terminate()

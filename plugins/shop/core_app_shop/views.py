@@ -1,0 +1,154 @@
+"""Routes of the shop, under /api/shop."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from core_app import BrokerUnavailable, TaskUnavailable, json_error, send_task
+
+from .constants import (
+    MAX_EMAIL_LENGTH,
+    MAX_ITEM_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PRICE_CENTS,
+    MAX_QUANTITY,
+    SEND_EMAIL_TASK,
+    URL_PREFIX,
+)
+from .enums import ReceiptStatus
+from .storage import close_db, get_db
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("shop", __name__, url_prefix=URL_PREFIX)
+blueprint.teardown_app_request(close_db)
+
+
+class Invalid(Exception):
+    """A request body that fails validation; becomes a 400 JSON answer."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+@blueprint.errorhandler(Invalid)
+def _invalid(exc: Invalid) -> Response:
+    return json_error(400, "Bad Request", "The request body is invalid.", fields=exc.errors)
+
+
+def _json_object() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise Invalid({"body": "expected a JSON object (Content-Type: application/json)"})
+    return body
+
+
+def _text(body: dict[str, Any], field: str, limit: int, errors: dict[str, str]) -> str:
+    value = body.get(field)
+    if not isinstance(value, str) or not value.strip():
+        errors[field] = "required, a non-empty string"
+        return ""
+    if len(value) > limit:
+        errors[field] = f"at most {limit} characters"
+    return value.strip()
+
+
+def _integer(body: dict[str, Any], field: str, low: int, high: int, errors: dict[str, str]) -> int:
+    value = body.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        errors[field] = f"required, an integer from {low} to {high}"
+        return 0
+    return value
+
+
+@blueprint.get("/home")
+def home() -> dict[str, Any]:
+    return {"plugin": "shop", "message": "Welcome to the shop."}
+
+
+@blueprint.get("/users")
+def list_users() -> dict[str, Any]:
+    rows = get_db().execute("SELECT id, name, email FROM users ORDER BY id").fetchall()
+    return {"users": [dict(row) for row in rows]}
+
+
+@blueprint.post("/users")
+def create_user() -> tuple[dict[str, Any], int]:
+    body, errors = _json_object(), {}
+    name = _text(body, "name", MAX_NAME_LENGTH, errors)
+    email = _text(body, "email", MAX_EMAIL_LENGTH, errors)
+    if email and "@" not in email:
+        errors["email"] = "must be an email address"
+    if errors:
+        raise Invalid(errors)
+    db = get_db()
+    try:
+        with db:
+            cursor = db.execute("INSERT INTO users (name, email) VALUES (?, ?)", (name, email))
+    except sqlite3.IntegrityError:
+        raise Invalid({"email": "already registered"}) from None
+    return {"id": cursor.lastrowid, "name": name, "email": email}, 201
+
+
+@blueprint.get("/purchases")
+def list_purchases() -> dict[str, Any]:
+    rows = get_db().execute(
+        "SELECT id, user_id, item, quantity, price_cents, created_at FROM purchases ORDER BY id"
+    ).fetchall()
+    return {"purchases": [dict(row) for row in rows]}
+
+
+@blueprint.post("/purchases")
+def create_purchase() -> tuple[dict[str, Any], int]:
+    body, errors = _json_object(), {}
+    user_id = _integer(body, "user_id", 1, 2**62, errors)
+    item = _text(body, "item", MAX_ITEM_LENGTH, errors)
+    quantity = _integer(body, "quantity", 1, MAX_QUANTITY, errors)
+    price_cents = _integer(body, "price_cents", 0, MAX_PRICE_CENTS, errors)
+    if errors:
+        raise Invalid(errors)
+    db = get_db()
+    user = db.execute("SELECT id, name, email FROM users WHERE id = ?", (user_id,)).fetchone()
+    if user is None:
+        raise Invalid({"user_id": "no such user"})
+    with db:
+        cursor = db.execute(
+            "INSERT INTO purchases (user_id, item, quantity, price_cents) VALUES (?, ?, ?, ?)",
+            (user_id, item, quantity, price_cents),
+        )
+    purchase = {
+        "id": cursor.lastrowid,
+        "user_id": user_id,
+        "item": item,
+        "quantity": quantity,
+        "price_cents": price_cents,
+    }
+    return {**purchase, "receipt": _queue_receipt(user, purchase)}, 201
+
+
+def _queue_receipt(user: sqlite3.Row, purchase: dict[str, Any]) -> dict[str, Any]:
+    """Ask the notifications plugin, by task name, to email a receipt; never fail the sale."""
+    total = purchase["quantity"] * purchase["price_cents"] / 100
+    try:
+        result = send_task(
+            SEND_EMAIL_TASK,
+            kwargs={
+                "to": user["email"],
+                "subject": f"Your receipt for purchase #{purchase['id']}",
+                "body": f"Dear {user['name']},\n\nYou bought {purchase['quantity']} x "
+                f"{purchase['item']} for {total:.2f} in total.\n",
+            },
+        )
+    except TaskUnavailable:
+        log.warning("purchase %s: no receipt, the notifications plugin is not available",
+                    purchase["id"])
+        return {"status": ReceiptStatus.NO_NOTIFICATIONS}
+    except BrokerUnavailable as exc:
+        log.error("purchase %s: receipt not queued: %s", purchase["id"], exc)
+        return {"status": ReceiptStatus.BROKER_DOWN}
+    return {"status": ReceiptStatus.QUEUED, "task_id": result.id}

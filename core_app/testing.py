@@ -1,1 +1,285 @@
-"""Pytest fixtures for core_app and its plugins (filled in by the plugin author kit)."""
+"""Pytest fixtures for core_app and its plugins (installed as a ``pytest11`` plugin).
+
+Everything is real: a ``redis-server`` process on a free loopback port, started and
+stopped by the test session, and Celery workers in separate processes. Override the
+``core_app_plugins`` fixture to choose the plugins an app loads::
+
+    @pytest.fixture
+    def core_app_plugins():
+        return ["billing"]
+
+Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
+``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``app``,
+``client``, ``runner``, ``redis_app`` (an app on the session's Redis) and
+``celery_worker`` (a worker process for ``redis_app``'s plugins).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+
+from .app import create_app
+from .discovery import rescan
+
+__all__ = ["RedisServer", "WorkerProcess", "free_port", "wait_until"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something truthy, or fail the test."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {condition}")
+
+
+class RedisServer:
+    """A real redis-server process that a test can stop, kill and restart on one port."""
+
+    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail("redis-server is not installed: apt-get install redis-server")
+        self.executable = executable
+        self.directory = directory
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        command = [
+            self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.directory), "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+        ]
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        wait_until(lambda: _pings(client), timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+class WorkerProcess:
+    """A command (``python run.py worker shop``, a Celery worker...) in its own process."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], log: Path) -> None:
+        self.command = list(command)
+        self.env = {**os.environ, **env}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready: str = " ready.", timeout: float = 60.0) -> WorkerProcess:
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+        wait_until(lambda: ready in self.output(offset) or self._died(), timeout=timeout)
+        if self._died():
+            pytest.fail(f"{' '.join(self.command)} exited:\n{self.output()}")
+        return self
+
+    def output(self, offset: int = 0) -> str:
+        if not self.log.exists():
+            return ""
+        return self.log.read_bytes()[offset:].decode(errors="replace")
+
+    def _died(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def worker_command(*args: str) -> list[str]:
+    """Command line of a worker built by :func:`main` from ``CORE_APP_*`` variables."""
+    return [sys.executable, "-m", "core_app.testing", *args]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m core_app.testing worker ...``: Celery's CLI on ``create_app()``."""
+    app = create_app()
+    app.extensions["celery"].start(["celery", *(argv or sys.argv[1:])])
+
+
+# -- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server for the test session (append-only, so restarts lose nothing)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test (and started again if a test stopped it)."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.client().flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def core_app_plugins() -> list[str] | None:
+    """Names of the installed plugins the app loads; None loads every installed one."""
+    return None
+
+
+@pytest.fixture
+def core_app_extra_plugins() -> dict[str, object]:
+    """Plugin objects by name, loaded as if installed (no pip install needed)."""
+    return {}
+
+
+@pytest.fixture
+def core_app_config() -> dict[str, Any]:
+    """Extra configuration for the ``app`` fixture."""
+    return {}
+
+
+def _test_config(
+    tmp_path: Path, plugins: list[str] | None, extra: Mapping[str, object],
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    names = None if plugins is None else [*plugins, *extra]
+    return {
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "PLUGIN_ERRORS": "raise",
+        "PLUGINS": names,
+        **config,
+    }
+
+
+@pytest.fixture
+def app(
+    tmp_path: Path,
+    core_app_plugins: list[str] | None,
+    core_app_extra_plugins: dict[str, object],
+    core_app_config: dict[str, Any],
+) -> Flask:
+    """An app with the chosen plugins, the embedded broker and a fresh instance folder."""
+    rescan()
+    config = _test_config(tmp_path, core_app_plugins, core_app_extra_plugins, core_app_config)
+    return create_app(config, plugins=core_app_extra_plugins)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def redis_app(
+    tmp_path: Path,
+    redis_url: str,
+    core_app_plugins: list[str] | None,
+    core_app_extra_plugins: dict[str, object],
+    core_app_config: dict[str, Any],
+) -> Flask:
+    """Like ``app``, on the session's real Redis as broker and result backend."""
+    rescan()
+    config = _test_config(tmp_path, core_app_plugins, core_app_extra_plugins, core_app_config)
+    return create_app({**config, "BROKER_URL": redis_url}, plugins=core_app_extra_plugins)
+
+
+@pytest.fixture
+def celery_worker(redis_app: Flask, tmp_path: Path) -> Iterator[WorkerProcess]:
+    """A real Celery worker process serving every queue of ``redis_app``'s plugins.
+
+    It builds its own app from the same settings (passed as ``CORE_APP_*`` variables),
+    so only installed plugins run in it, not objects defined in a test file.
+    """
+    host = redis_app.extensions["core_app"]
+    queues = [r.queue for r in host.active(builtins=False) if r.queue] + ["celery"]
+    env = {
+        "CORE_APP_BROKER_URL": redis_app.config["BROKER_URL"],
+        "CORE_APP_INSTANCE_PATH": redis_app.instance_path,
+        "CORE_APP_PLUGIN_ERRORS": "raise",
+    }
+    if redis_app.config["PLUGINS"] is not None:
+        env["CORE_APP_PLUGINS"] = ",".join(redis_app.config["PLUGINS"])
+    namespaced = {k: v for k, v in redis_app.config.items() if _is_plugin_key(host, k)}
+    for key, value in namespaced.items():
+        if value is not None:
+            env[f"CORE_APP_{key}"] = value if isinstance(value, str) else json.dumps(value)
+    worker = WorkerProcess(
+        worker_command("worker", "-Q", ",".join(queues), "--pool", "solo",
+                       "--without-gossip", "--without-mingle", "--loglevel", "INFO"),
+        env,
+        tmp_path / "worker.log",
+    ).start()
+    yield worker
+    worker.stop()
+
+
+def _is_plugin_key(host: Any, key: str) -> bool:
+    return any(key in record.config_keys for record in host.active(builtins=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -19,17 +19,19 @@ from importlib.metadata import version as _version
 
 from .app import create_app
 from .cli import main
-from .errors import BrokerUnavailable
-from .errors import ConfigError
-from .errors import CoreAppError
-from .errors import PluginConflictError
-from .errors import PluginDeclarationError
-from .errors import PluginDependencyError
-from .errors import PluginError
-from .errors import PluginHookError
-from .errors import PluginImportError
-from .errors import PluginVersionError
-from .errors import TaskUnavailable
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    CoreAppError,
+    PluginConflictError,
+    PluginDeclarationError,
+    PluginDependencyError,
+    PluginError,
+    PluginHookError,
+    PluginImportError,
+    PluginVersionError,
+    TaskUnavailable,
+)
 from .hookspecs import hookimpl
 from .responses import json_error
 from .tasks import send_task

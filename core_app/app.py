@@ -12,13 +12,13 @@ from typing import Any
 from flask import Flask, abort, request
 
 from . import builtins
+from .cli import init_cli
 from .config import instance_path, load_config, plugin_namespace
 from .errors import CoreAppError, PluginConflictError, PluginDeclarationError
 from .mounting import Mounter
 from .plugins import PluginHost, PluginRecord
 from .responses import register_error_handlers
 from .tasks import celery_init_app
-from .cli import init_cli
 
 log = logging.getLogger("core_app")
 

@@ -18,7 +18,8 @@ from typing import Any
 import click
 from celery import Celery
 from flask import Flask, current_app
-from flask.cli import FlaskGroup, ScriptInfo, get_debug_flag, with_appcontext
+from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask.helpers import get_debug_flag
 from werkzeug.serving import run_simple
 
 from .config import is_production
@@ -162,9 +163,7 @@ def _reexec_scoped_to(name: str) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
-@click.command(
-    "beat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
-)
+@click.command("beat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @with_appcontext
 def beat_command(args: Sequence[str]) -> None:

@@ -49,10 +49,7 @@ class PluginError(CoreAppError):
 
     @property
     def message(self) -> str:
-        return (
-            f"Plugin {self.plugin!r} ({self.origin}): {self.kind}: {self.cause} "
-            f"Fix: {self.fix}"
-        )
+        return f"Plugin {self.plugin!r} ({self.origin}): {self.kind}: {self.cause} Fix: {self.fix}"
 
     def with_origin(self, distribution: str | None, version: str | None) -> PluginError:
         """Fill in the distribution when the error was raised without it."""

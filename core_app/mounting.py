@@ -130,8 +130,8 @@ class Mounter:
         if added_handlers and not record.builtin:
             raise PluginConflictError(
                 record.name,
-                f"its blueprint registers app-wide error handlers for {sorted(map(str, added_handlers))}, "
-                "which would replace the host's JSON errors.",
+                f"its blueprint registers app-wide error handlers for "
+                f"{sorted(map(str, added_handlers))}, which would replace the host's JSON errors.",
                 "use @blueprint.errorhandler (scoped to the plugin), not app_errorhandler.",
                 other="the host (core_app)",
             )

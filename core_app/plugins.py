@@ -156,12 +156,15 @@ class PluginHost:
 
     def _load_one(self, record: PluginRecord) -> None:
         if not record.name.isidentifier():
-            self.fail(record, PluginDeclarationError(
-                record.name,
-                "its entry-point name is not a valid Python identifier.",
-                "rename the entry point in [project.entry-points.\"core_app.plugins\"], "
-                "e.g. 'my_plugin' instead of 'my-plugin'.",
-            ))
+            self.fail(
+                record,
+                PluginDeclarationError(
+                    record.name,
+                    "its entry-point name is not a valid Python identifier.",
+                    'rename the entry point in [project.entry-points."core_app.plugins"], '
+                    "e.g. 'my_plugin' instead of 'my-plugin'.",
+                ),
+            )
             return
         record.enabled = self._allowed(record.name)
         elsewhere = self.app.config["WORKER_PLUGINS"]
@@ -196,13 +199,16 @@ class PluginHost:
         try:
             self.pm.register(record.obj, name=record.name)
         except (ValueError, pluggy.PluginValidationError) as exc:
-            self.fail(record, PluginHookError(
-                record.name,
-                f"its hooks cannot be registered: {exc}",
-                "make each @core_app.hookimpl match its hookspec in core_app.hookspecs "
-                "(same name, arguments a subset of the spec's), and give each plugin "
-                "its own module or object.",
-            ))
+            self.fail(
+                record,
+                PluginHookError(
+                    record.name,
+                    f"its hooks cannot be registered: {exc}",
+                    "make each @core_app.hookimpl match its hookspec in core_app.hookspecs "
+                    "(same name, arguments a subset of the spec's), and give each plugin "
+                    "its own module or object.",
+                ),
+            )
 
     def _check_pending(self) -> None:
         """pluggy's check, one offender at a time, so each is named and the rest stay."""
@@ -214,12 +220,15 @@ class PluginHost:
                 name = self.pm.get_name(exc.plugin)
                 if name is None:
                     raise
-                self.fail(self.records[name], PluginHookError(
-                    name,
-                    f"it implements a hook that does not exist: {exc}",
-                    "fix the spelling; the hooks are listed in core_app.hookspecs "
-                    "(all start with 'core_app_').",
-                ))
+                self.fail(
+                    self.records[name],
+                    PluginHookError(
+                        name,
+                        f"it implements a hook that does not exist: {exc}",
+                        "fix the spelling; the hooks are listed in core_app.hookspecs "
+                        "(all start with 'core_app_').",
+                    ),
+                )
 
     def _index_hookimpls(self) -> None:
         """Group hook implementations by plugin, so calling one plugin's is cheap."""
@@ -255,7 +264,9 @@ class PluginHost:
         finally:
             if self.trace:
                 log.info(
-                    "hook %s plugin=%s args=%s took %.3f ms", hook_name, record.name,
+                    "hook %s plugin=%s args=%s took %.3f ms",
+                    hook_name,
+                    record.name,
                     {arg: kwargs[arg] for arg in impl.argnames},
                     (time.perf_counter() - started) * 1000,
                 )
@@ -300,8 +311,10 @@ class PluginHost:
         for name, spec in sorted(record.dependencies.items()):
             needed = self.records.get(name)
             if needed is None or not needed.enabled or needed.status == FAILED:
-                state = "not installed" if needed is None else (
-                    "failed" if needed.status == FAILED else "disabled"
+                state = (
+                    "not installed"
+                    if needed is None
+                    else ("failed" if needed.status == FAILED else "disabled")
                 )
                 return PluginDependencyError(
                     record.name,
@@ -335,12 +348,15 @@ class PluginHost:
         except graphlib.CycleError as exc:
             cycle = exc.args[1]
             for name in sorted(set(cycle)):
-                self.fail(active[name], PluginDependencyError(
-                    name,
-                    f"its dependencies form a cycle: {' -> '.join(cycle)}.",
-                    "remove one of the dependencies in the cycle.",
-                    other=", ".join(n for n in cycle if n != name),
-                ))
+                self.fail(
+                    active[name],
+                    PluginDependencyError(
+                        name,
+                        f"its dependencies form a cycle: {' -> '.join(cycle)}.",
+                        "remove one of the dependencies in the cycle.",
+                        other=", ".join(n for n in cycle if n != name),
+                    ),
+                )
             return self._topological_order()
         order: list[str] = []
         while sorter.is_active():
@@ -383,8 +399,10 @@ def _name_taken_by_host(source: PluginSource) -> PluginError:
 def _import_error(record: PluginRecord, exc: Exception) -> PluginError:
     target = record.source.target
     module = target.split(":")[0].strip()
-    missing = isinstance(exc, ModuleNotFoundError) and bool(exc.name) and (
-        module == exc.name or module.startswith(f"{exc.name}.")
+    missing = (
+        isinstance(exc, ModuleNotFoundError)
+        and bool(exc.name)
+        and (module == exc.name or module.startswith(f"{exc.name}."))
     )
     if missing or isinstance(exc, AttributeError):
         cause = f"its entry point {target!r} points at nothing ({type(exc).__name__}: {exc})."

@@ -54,4 +54,5 @@ def _broker_unavailable(exc: Exception) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error", exc_info=exc)
-    return json_error(500, InternalServerError.name, InternalServerError.description)
+    error = InternalServerError()
+    return json_error(500, error.name, error.description or error.name)

@@ -116,9 +116,11 @@ def queue_name(app: Flask, plugin: str) -> str:
 def _default_task_modules(record: PluginRecord) -> list[str]:
     if not isinstance(record.obj, ModuleType):
         return []
-    package = record.obj.__name__.rpartition(".")[0] if not hasattr(
-        record.obj, "__path__"
-    ) else record.obj.__name__
+    package = (
+        record.obj.__name__.rpartition(".")[0]
+        if not hasattr(record.obj, "__path__")
+        else record.obj.__name__
+    )
     candidate = f"{package}.tasks" if package else "tasks"
     return [candidate] if importlib.util.find_spec(candidate) is not None else []
 
@@ -130,8 +132,10 @@ def _register_tasks(
     declared = host.call(record, "core_app_task_modules")
     if declared is None:
         modules = _default_task_modules(record)
-    elif isinstance(declared, Sequence) and not isinstance(declared, str) and all(
-        isinstance(m, str) for m in declared
+    elif (
+        isinstance(declared, Sequence)
+        and not isinstance(declared, str)
+        and all(isinstance(m, str) for m in declared)
     ):
         modules = list(declared)
     else:
@@ -142,9 +146,7 @@ def _register_tasks(
         )
     imported = [_import_task_module(record, name) for name in modules]
     record.task_modules = modules
-    owned = sorted(
-        name for name, task in celery_app.tasks.items() if _defined_in(task, modules)
-    )
+    owned = sorted(name for name, task in celery_app.tasks.items() if _defined_in(task, modules))
     for module in imported:
         for value in vars(module).values():
             if isinstance(value, Task) and value.name not in owned:
@@ -208,8 +210,11 @@ class PluginRouter:
             return owner
         prefix = task_name.partition(".")[0]
         record = self.host.records.get(prefix)
-        if record is not None and record.enabled and not record.builtin and (
-            record.status != "failed"
+        if (
+            record is not None
+            and record.enabled
+            and not record.builtin
+            and (record.status != "failed")
         ):
             return prefix
         return None

@@ -77,9 +77,19 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         command = [
-            self.executable, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory), "--save", "",
-            "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
+            self.executable,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",
         ]
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -197,7 +207,9 @@ def core_app_config() -> dict[str, Any]:
 
 
 def _test_config(
-    tmp_path: Path, plugins: list[str] | None, extra: Mapping[str, object],
+    tmp_path: Path,
+    plugins: list[str] | None,
+    extra: Mapping[str, object],
     config: Mapping[str, Any],
 ) -> dict[str, Any]:
     names = None if plugins is None else [*plugins, *extra]
@@ -268,8 +280,17 @@ def celery_worker(redis_app: Flask, tmp_path: Path) -> Iterator[WorkerProcess]:
         if value is not None:
             env[f"CORE_APP_{key}"] = value if isinstance(value, str) else json.dumps(value)
     worker = WorkerProcess(
-        worker_command("worker", "-Q", ",".join(queues), "--pool", "solo",
-                       "--without-gossip", "--without-mingle", "--loglevel", "INFO"),
+        worker_command(
+            "worker",
+            "-Q",
+            ",".join(queues),
+            "--pool",
+            "solo",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ),
         env,
         tmp_path / "worker.log",
     ).start()

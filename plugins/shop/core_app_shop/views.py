@@ -97,9 +97,13 @@ def create_user() -> tuple[dict[str, Any], int]:
 
 @blueprint.get("/purchases")
 def list_purchases() -> dict[str, Any]:
-    rows = get_db().execute(
-        "SELECT id, user_id, item, quantity, price_cents, created_at FROM purchases ORDER BY id"
-    ).fetchall()
+    rows = (
+        get_db()
+        .execute(
+            "SELECT id, user_id, item, quantity, price_cents, created_at FROM purchases ORDER BY id"
+        )
+        .fetchall()
+    )
     return {"purchases": [dict(row) for row in rows]}
 
 
@@ -145,8 +149,9 @@ def _queue_receipt(user: sqlite3.Row, purchase: dict[str, Any]) -> dict[str, Any
             },
         )
     except TaskUnavailable:
-        log.warning("purchase %s: no receipt, the notifications plugin is not available",
-                    purchase["id"])
+        log.warning(
+            "purchase %s: no receipt, the notifications plugin is not available", purchase["id"]
+        )
         return {"status": ReceiptStatus.NO_NOTIFICATIONS}
     except BrokerUnavailable as exc:
         log.error("purchase %s: receipt not queued: %s", purchase["id"], exc)

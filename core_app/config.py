@@ -7,6 +7,7 @@ string, because that is what an environment variable can hold.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tomllib
@@ -69,7 +70,7 @@ def instance_path(test_config: Mapping[str, Any] | None, default: Path) -> Path:
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
     """Fill ``app.config`` from every layer and check the result."""
-    app.config.from_mapping(DEFAULTS)
+    app.config.from_mapping(copy.deepcopy(DEFAULTS))  # nested env keys mutate dicts
     settings = os.environ.get(f"{ENV_PREFIX}_SETTINGS")
     if settings:
         _load_settings_file(app, Path(settings))

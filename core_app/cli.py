@@ -32,7 +32,7 @@ WORKER_SCOPE_ENV = "CORE_APP_WORKER_PLUGINS"
 
 def init_cli(app: Flask, host: PluginHost) -> None:
     """Add the host's commands and each plugin's command group to ``app.cli``."""
-    for command in (plugins_command, worker_command, beat_command, serve_command):
+    for command in (plugins_command, worker_command, beat_command, serve_command, new_plugin):
         app.cli.add_command(command)
     host.each(lambda record: _add_plugin_commands(app, host, record), builtins=False)
 
@@ -81,11 +81,14 @@ def main(app: Flask) -> None:
 _COLUMNS = ("name", "distribution", "version", "url_prefix", "routes", "task_modules", "status")
 
 
-@click.command("plugins")
+@click.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.pass_context
 @with_appcontext
-def plugins_command(as_json: bool) -> None:
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins: where they mount, their tasks, their status."""
+    if ctx.invoked_subcommand is not None:
+        return
     host: PluginHost = current_app.extensions["core_app"]
     rows = [record.as_dict() for record in host.plugins()]
     if as_json:
@@ -108,6 +111,33 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     return "\n".join(lines) if rows else "No plugins installed."
+
+
+@plugins_command.command("check")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a report.")
+def check_command(as_json: bool) -> None:
+    """Check every installed plugin alone, then all together; exit 1 on any problem."""
+    from .doctor import main as doctor
+
+    sys.exit(doctor(["--json"] if as_json else []))
+
+
+@click.command("new-plugin")
+@click.argument("name")
+@click.option(
+    "--dir", "directory", default="plugins", show_default=True, type=click.Path(file_okay=False)
+)
+def new_plugin(name: str, directory: str) -> None:
+    """Write a new plugin distribution NAME in DIR, ready to pip install and test."""
+    from pathlib import Path
+
+    from .scaffold import write_plugin
+
+    try:
+        root = write_plugin(name, Path(directory))
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"Wrote {root}. Next: pip install -e {root} && pytest {root}")
 
 
 # -- workers ----------------------------------------------------------------------------

@@ -240,8 +240,8 @@ class PluginHost:
 
     # -- calling hooks -------------------------------------------------------------------
 
-    def implements(self, record: PluginRecord, hook_name: str) -> bool:
-        return hook_name in self._impls.get(record.name, {})
+    def implemented_hooks(self, name: str) -> list[str]:
+        return sorted(self._impls.get(name, {}))
 
     def call(self, record: PluginRecord, hook_name: str, **kwargs: Any) -> Any:
         """Call one plugin's implementation of a hook; a raise becomes PluginHookError."""

@@ -81,6 +81,30 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     }
 
 
+class PluginCelery(Celery):  # type: ignore[misc]
+    """Celery whose ``send_task`` reports an unreachable result backend as a broker error.
+
+    Before it publishes, the Redis result backend subscribes to the task's result channel
+    (``on_task_call``). With Redis down, that subscription fails, the result consumer's
+    reconnect fails too, and Celery raises ``RuntimeError`` ("Retry limit exceeded while
+    trying to reconnect to the Celery result store backend") from the connection error,
+    which kombu does not translate: the request answered 500, not 503, and the shop's
+    ``except BrokerUnavailable`` missed it. The consumer reconnects on the next send once
+    Redis is back, so the error is as temporary as the broker's own.
+    """
+
+    def send_task(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        try:
+            return super().send_task(*args, **kwargs)
+        except RuntimeError as exc:
+            cause = exc.__cause__
+            if cause is None or not isinstance(
+                cause, getattr(self.backend, "connection_errors", ())
+            ):
+                raise
+            raise OperationalError(f"result backend unreachable: {cause}") from exc
+
+
 def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     """Make the Celery app of ``app``, with every active plugin's tasks on its queue."""
 
@@ -89,7 +113,7 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
-    celery_app = Celery(app.import_name, task_cls=FlaskTask)
+    celery_app = PluginCelery(app.import_name, task_cls=FlaskTask)
     settings = delivery_defaults(app)
     if app.config["BROKER_URL"]:
         settings["broker_url"] = app.config["BROKER_URL"]

@@ -165,7 +165,7 @@ def worker_command(*args: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m core_app.testing worker ...``: Celery's CLI on ``create_app()``."""
     app = create_app()
-    app.extensions["celery"].start(["celery", *(argv or sys.argv[1:])])
+    app.extensions["celery"].start([*(argv or sys.argv[1:])])
 
 
 # -- fixtures ---------------------------------------------------------------------------

@@ -1,0 +1,188 @@
+"""``python run.py new-plugin NAME``: write a new plugin distribution that works as is.
+
+The result is installable (``pip install -e plugins/NAME``), serves a route, has a task on
+its own queue, and its tests pass out of the box with the fixtures core_app ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+
+from .discovery import host_version
+from .errors import ConfigError
+
+_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=69"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "core-app-$dashed"
+version = "0.1.0"
+description = "The $name plugin for core_app."
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["core-app>=$major.0,<$next_major"]
+
+[project.optional-dependencies]
+test = ["pytest>=8"]
+
+[project.entry-points."core_app.plugins"]
+$name = "$package"
+
+[tool.setuptools]
+packages = ["$package"]
+
+[tool.pytest.ini_options]
+addopts = "--import-mode=importlib"
+"""
+
+_INIT = '''\
+"""Hook implementations of the $name plugin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, Flask
+
+from core_app import hookimpl
+
+
+@hookimpl
+def core_app_config_defaults() -> Mapping[str, Any]:
+    # Each key becomes ${upper}_<KEY>; the host's config and CORE_APP_${upper}_<KEY> override it.
+    return {"GREETING": "Hello from $name"}
+
+
+@hookimpl
+def core_app_blueprint(app: Flask) -> Blueprint:
+    from .views import blueprint
+
+    return blueprint
+'''
+
+_CONSTANTS = '''\
+"""Names shared by the $name plugin's views and tasks."""
+
+URL_PREFIX = "/api/$name"
+ECHO_TASK = "$name.echo"
+'''
+
+_ENUMS = '''\
+"""Enumerations of the $name plugin."""
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    OK = "ok"
+'''
+
+_VIEWS = '''\
+"""Routes of the $name plugin, under /api/$name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from .constants import URL_PREFIX
+from .enums import Status
+
+blueprint = Blueprint("$name", __name__, url_prefix=URL_PREFIX)
+
+
+@blueprint.get("/home")
+def home() -> dict[str, Any]:
+    return {"status": Status.OK, "message": current_app.config["${upper}_GREETING"]}
+'''
+
+_TASKS = '''\
+"""Celery tasks of the $name plugin (queue '$name'): run them with
+``python run.py worker $name``."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .constants import ECHO_TASK
+
+
+@shared_task(name=ECHO_TASK)
+def echo(value: str) -> str:
+    return value
+'''
+
+_TESTS = '''\
+"""Tests of the $name plugin, with the fixtures core_app ships (pytest plugin)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core_app import send_task
+
+
+@pytest.fixture
+def core_app_plugins():
+    return ["$name"]
+
+
+def test_home(client):
+    response = client.get("/api/$name/home")
+    assert response.status_code == 200
+    assert response.get_json()["message"] == "Hello from $name"
+
+
+def test_echo_task_runs_on_a_real_worker(redis_app, celery_worker):
+    with redis_app.app_context():
+        result = send_task("$name.echo", args=["ping"])
+        assert result.get(timeout=30) == "ping"
+'''
+
+_README = """\
+# core-app-$dashed
+
+The $name plugin for core_app.
+
+    pip install -e .           # then restart the host: GET /api/$name/home
+    python run.py worker $name # from the host's folder: runs this plugin's tasks
+    pytest                     # needs redis-server installed for the worker test
+"""
+
+
+def write_plugin(name: str, directory: Path) -> Path:
+    """Write the plugin distribution ``directory/name`` and return its path."""
+    if not name.isidentifier() or not name.islower():
+        raise ConfigError(f"{name!r} is not a valid plugin name: use a lower-case identifier.")
+    root = directory / name
+    if root.exists():
+        raise ConfigError(f"{root} exists already; choose another name or folder.")
+    major = int(host_version().split(".")[0])
+    values = {
+        "name": name,
+        "dashed": name.replace("_", "-"),
+        "package": f"core_app_{name}",
+        "upper": name.upper(),
+        "major": str(major),
+        "next_major": str(major + 1),
+    }
+    package = root / values["package"]
+    files = {
+        root / "pyproject.toml": _PYPROJECT,
+        root / "README.md": _README,
+        package / "__init__.py": _INIT,
+        package / "constants.py": _CONSTANTS,
+        package / "enums.py": _ENUMS,
+        package / "views.py": _VIEWS,
+        package / "tasks.py": _TASKS,
+        root / "tests" / f"test_{name}.py": _TESTS,
+    }
+    for path, template in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(Template(template).substitute(values))
+    return root

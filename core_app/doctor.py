@@ -23,6 +23,10 @@ from .errors import CoreAppError, PluginError
 from .plugins import FAILED, PluginHost
 
 
+#: Seconds one plugin may take to build an app alone before the doctor gives up on it.
+INSPECT_TIMEOUT = 120
+
+
 def inspect_plugins(names: Sequence[str] | None) -> list[dict[str, Any]]:
     """Build an app with ``names`` (None: every enabled plugin) and describe each plugin."""
     with tempfile.TemporaryDirectory(prefix="core-app-doctor-") as instance:
@@ -62,7 +66,19 @@ def _compatible(source: Any) -> bool:
 
 def _inspect_in_subprocess(name: str | None) -> list[dict[str, Any]]:
     command = [sys.executable, "-m", "core_app.doctor", "--inspect", *([name] if name else [])]
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, env=os.environ.copy(), timeout=INSPECT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        return [
+            {
+                "name": name or "(host)",
+                "status": FAILED,
+                "error": f"building an app with it did not finish within {INSPECT_TIMEOUT} s "
+                "(a hang at import or in a hook).",
+            }
+        ]
     try:
         return list(json.loads(done.stdout))
     except ValueError:

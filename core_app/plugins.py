@@ -196,6 +196,19 @@ class PluginHost:
             return
         finally:
             record.import_seconds = time.perf_counter() - started
+        budget = float(self.app.config["PLUGIN_IMPORT_BUDGET"])
+        if record.import_seconds > budget:
+            self.fail(
+                record,
+                PluginImportError(
+                    record.name,
+                    f"importing {record.source.target!r} took {record.import_seconds:.1f} s, over "
+                    f"the budget of {budget:g} s (PLUGIN_IMPORT_BUDGET).",
+                    "move slow work out of import time (into a hook or a task), or raise "
+                    "PLUGIN_IMPORT_BUDGET.",
+                ),
+            )
+            return
         try:
             self.pm.register(record.obj, name=record.name)
         except (ValueError, pluggy.PluginValidationError) as exc:

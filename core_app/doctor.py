@@ -22,7 +22,6 @@ from .discovery import check_host_version, host_version, installed_plugins
 from .errors import CoreAppError, PluginError
 from .plugins import FAILED, PluginHost
 
-
 #: Seconds one plugin may take to build an app alone before the doctor gives up on it.
 INSPECT_TIMEOUT = 120
 

@@ -99,6 +99,9 @@ class PluginHost:
         self.app = app
         self.strict = app.config["PLUGIN_ERRORS"] == "raise"
         self.trace = bool(app.config["TRACE_HOOKS"])
+        if self.trace and not log.handlers:  # tracing is asked for: show it unconfigured too
+            log.addHandler(logging.StreamHandler())
+            log.setLevel(logging.INFO)
         self.pm = pluggy.PluginManager("core_app")
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}

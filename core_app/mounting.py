@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from .errors import PluginConflictError, PluginDeclarationError
+from .errors import PluginConflictError, PluginDeclarationError, PluginError
 from .plugins import PluginHost, PluginRecord
 
 _IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
@@ -22,7 +22,7 @@ class Mounter:
     def __init__(self, app: Flask, host: PluginHost) -> None:
         self.app = app
         self.host = host
-        self.probe = Flask("core_app.probe", static_folder=None)
+        self.probe = _new_probe()
         self.prefixes: dict[str, str] = {}
         self.rules: dict[tuple[str, str], str] = {}
         self.blueprints: dict[str, str] = {}
@@ -49,7 +49,11 @@ class Mounter:
                 "give the blueprint a name of its own, such as the plugin name.",
                 other=owner,
             )
-        rules = self._probe(record, blueprint, prefix)
+        try:
+            rules = self._probe(record, blueprint, prefix)
+        except PluginError:
+            self.probe = _new_probe()  # what a refused blueprint left must not blame the next
+            raise
         self.app.register_blueprint(blueprint, url_prefix=prefix)
         label = self._label(record)
         self.blueprints[blueprint.name] = label
@@ -117,7 +121,12 @@ class Mounter:
     ) -> list[tuple[str, frozenset[str]]]:
         """Register on the probe app and check what the blueprint would add."""
         known = len(list(self.probe.url_map.iter_rules()))
-        before_handlers = dict(self.probe.error_handler_spec.get(None, {}))
+        # Compare the handlers themselves, not just their codes: a plugin refused earlier
+        # leaves its handlers on the probe, and a later one may register the same code.
+        before_handlers = {
+            code: dict(handlers)
+            for code, handlers in self.probe.error_handler_spec.get(None, {}).items()
+        }
         try:
             self.probe.register_blueprint(blueprint, url_prefix=prefix)
         except Exception as exc:
@@ -126,7 +135,11 @@ class Mounter:
                 f"its blueprint cannot be registered: {type(exc).__name__}: {exc}",
                 "fix the blueprint's routes (see the error above).",
             ) from exc
-        added_handlers = set(self.probe.error_handler_spec.get(None, {})) - set(before_handlers)
+        added_handlers = {
+            code
+            for code, handlers in self.probe.error_handler_spec.get(None, {}).items()
+            if dict(handlers) != before_handlers.get(code)
+        }
         if added_handlers and not record.builtin:
             raise PluginConflictError(
                 record.name,
@@ -156,6 +169,10 @@ class Mounter:
                 )
             rules.append((rule.rule, methods))
         return rules
+
+
+def _new_probe() -> Flask:
+    return Flask("core_app.probe", static_folder=None)
 
 
 def _static_part(rule: str) -> str:

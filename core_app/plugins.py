@@ -146,6 +146,9 @@ class PluginHost:
             record = self.records.setdefault(name, PluginRecord(group[0]))
             if record.builtin:
                 self.fail(PluginRecord(group[0]), _name_taken_by_host(group[0]))
+            elif not self._allowed(name):  # excluded: nothing about it can stop the start
+                record.enabled = False
+                record.status, record.reason = DISABLED, "excluded by PLUGINS / DISABLED_PLUGINS"
             elif len(group) > 1:
                 self.fail(record, _duplicate_name(group))
             else:

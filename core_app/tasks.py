@@ -129,7 +129,7 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     app.extensions["celery"] = celery_app
     app.extensions["core_app.router"] = router
     host.each(lambda record: _register_tasks(celery_app, host, router, record), builtins=False)
-    _unregister_failed(celery_app, host)
+    _unregister_inactive(celery_app, host, router)
     return celery_app
 
 
@@ -145,7 +145,9 @@ def _default_task_modules(record: PluginRecord) -> list[str]:
         if not hasattr(record.obj, "__path__")
         else record.obj.__name__
     )
-    candidate = f"{package}.tasks" if package else "tasks"
+    if not package:  # a top-level module has no package: a top-level `tasks` is not its own
+        return []
+    candidate = f"{package}.tasks"
     return [candidate] if importlib.util.find_spec(candidate) is not None else []
 
 
@@ -204,10 +206,19 @@ def _defined_in(task: Task, modules: Sequence[str]) -> bool:
     return any(module == m or module.startswith(f"{m}.") for m in modules)
 
 
-def _unregister_failed(celery_app: Celery, host: PluginHost) -> None:
-    """A failed plugin's tasks must not run, even those its other modules registered."""
-    packages = [r.source.target.split(":")[0].split(".")[0] for r in host.failed()]
+def _unregister_inactive(celery_app: Celery, host: PluginHost, router: PluginRouter) -> None:
+    """Only active plugins' tasks are this app's.
+
+    A failed plugin's tasks must not run, even those its other modules registered. A
+    disabled plugin's ``@shared_task`` module is never imported by this app, but if it was
+    imported in this process before (another app, as in a test session), Celery adds its
+    shared tasks to every app, and ``send_task`` would then queue them instead of raising
+    ``TaskUnavailable``.
+    """
+    packages = [r.source.target.split(":")[0].split(".")[0] for r in host.plugins() if not r.active]
     for name, task in list(celery_app.tasks.items()):
+        if name in router.owners:  # claimed by an active plugin
+            continue
         if _defined_in(task, packages):
             celery_app.tasks.unregister(name)
 

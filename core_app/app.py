@@ -16,7 +16,8 @@ from .cli import init_cli
 from .config import instance_path, load_config, plugin_namespace
 from .errors import CoreAppError, PluginConflictError, PluginDeclarationError
 from .mounting import Mounter
-from .plugins import PluginHost, PluginRecord
+from .plugins import PluginHost
+from .records import PluginRecord
 from .responses import register_error_handlers
 from .tasks import celery_init_app
 

@@ -24,7 +24,8 @@ from werkzeug.serving import run_simple
 
 from .config import is_production
 from .errors import ConfigError, PluginConflictError
-from .plugins import FAILED, PluginHost, PluginRecord
+from .plugins import PluginHost
+from .records import FAILED, PluginRecord
 from .tasks import DEFAULT_QUEUE
 
 WORKER_SCOPE_ENV = "CORE_APP_WORKER_PLUGINS"

@@ -20,7 +20,8 @@ from typing import Any
 from .app import create_app
 from .discovery import check_host_version, host_version, installed_plugins
 from .errors import CoreAppError, PluginError
-from .plugins import FAILED, PluginHost
+from .plugins import PluginHost
+from .records import FAILED
 
 #: Seconds one plugin may take to build an app alone before the doctor gives up on it.
 INSPECT_TIMEOUT = 120

@@ -11,7 +11,8 @@ from __future__ import annotations
 from flask import Blueprint, Flask
 
 from .errors import PluginConflictError, PluginDeclarationError, PluginError
-from .plugins import PluginHost, PluginRecord
+from .plugins import PluginHost
+from .records import PluginRecord
 
 _IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
 

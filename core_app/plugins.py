@@ -12,84 +12,24 @@ import graphlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
 from flask import Flask
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from . import hookspecs
+from .dependencies import cycle_errors, dependency_error, load_order
 from .discovery import PluginSource, check_host_version, installed_plugins
 from .errors import (
     PluginConflictError,
     PluginDeclarationError,
-    PluginDependencyError,
     PluginError,
     PluginHookError,
     PluginImportError,
 )
+from .records import DISABLED, FAILED, PluginRecord
 
 log = logging.getLogger("core_app.plugins")
-
-LOADED, DISABLED, FAILED = "loaded", "disabled", "failed"
-
-
-@dataclass
-class PluginRecord:
-    """What the host knows about one plugin: where it came from, and what it declared."""
-
-    source: PluginSource
-    builtin: bool = False
-    #: Allowed by PLUGINS / DISABLED_PLUGINS (it may still be left to another process).
-    enabled: bool = True
-    status: str = LOADED
-    reason: str | None = None
-    error: PluginError | None = None
-    obj: object | None = None
-    import_seconds: float = 0.0
-    dependencies: dict[str, str] = field(default_factory=dict)
-    config_keys: list[str] = field(default_factory=list)
-    url_prefix: str | None = None
-    blueprint: str | None = None
-    routes: list[str] = field(default_factory=list)
-    task_modules: list[str] = field(default_factory=list)
-    tasks: list[str] = field(default_factory=list)
-    queue: str | None = None
-    beat_schedule: dict[str, Any] = field(default_factory=dict)
-    health_checks: dict[str, Callable[[], object]] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.source.name
-
-    @property
-    def distribution(self) -> str | None:
-        return self.source.distribution
-
-    @property
-    def version(self) -> str | None:
-        return self.source.version
-
-    @property
-    def active(self) -> bool:
-        return self.status == LOADED
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as JSON-ready data (``run.py plugins --json``, ``/ready``)."""
-        return {
-            "name": self.name,
-            "distribution": self.distribution,
-            "version": self.version,
-            "url_prefix": self.url_prefix,
-            "routes": len(self.routes),
-            "task_modules": self.task_modules,
-            "tasks": self.tasks,
-            "queue": self.queue,
-            "status": self.status,
-            "reason": self.reason,
-            "error": self.error.message if self.error else None,
-        }
 
 
 class PluginHost:
@@ -306,7 +246,7 @@ class PluginHost:
         while changed:  # a plugin whose dependency failed fails too
             changed = False
             for record in self.active(builtins=False):
-                error = self._dependency_error(record)
+                error = dependency_error(record, self.records)
                 if error:
                     self.fail(record, error)
                     changed = True
@@ -326,63 +266,13 @@ class PluginHost:
             )
         record.dependencies = dict(declared)
 
-    def _dependency_error(self, record: PluginRecord) -> PluginError | None:
-        for name, spec in sorted(record.dependencies.items()):
-            needed = self.records.get(name)
-            if needed is None or not needed.enabled or needed.status == FAILED:
-                state = (
-                    "not installed"
-                    if needed is None
-                    else ("failed" if needed.status == FAILED else "disabled")
-                )
-                return PluginDependencyError(
-                    record.name,
-                    f"it needs plugin {name!r}{spec}, which is {state}.",
-                    f"install and enable {name!r}, or disable {record.name!r}.",
-                    other=name,
-                )
-            try:
-                ok = needed.version is None or SpecifierSet(spec).contains(
-                    needed.version, prereleases=True
-                )
-            except InvalidSpecifier:
-                ok = False
-            if not ok:
-                return PluginDependencyError(
-                    record.name,
-                    f"it needs plugin {name!r}{spec}, but {needed.distribution} "
-                    f"{needed.version} is installed.",
-                    f"install a version of {needed.distribution} matching {spec!r}.",
-                    other=name,
-                )
-        return None
-
     def _topological_order(self) -> list[str]:
-        active = {r.name: r for r in self.active()}
-        sorter: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter()
-        for name, record in active.items():
-            sorter.add(name, *(d for d in record.dependencies if d in active))
         try:
-            sorter.prepare()
+            return load_order(self.active())
         except graphlib.CycleError as exc:
-            cycle = exc.args[1]
-            for name in sorted(set(cycle)):
-                self.fail(
-                    active[name],
-                    PluginDependencyError(
-                        name,
-                        f"its dependencies form a cycle: {' -> '.join(cycle)}.",
-                        "remove one of the dependencies in the cycle.",
-                        other=", ".join(n for n in cycle if n != name),
-                    ),
-                )
+            for name, error in cycle_errors(exc.args[1]).items():
+                self.fail(self.records[name], error)
             return self._topological_order()
-        order: list[str] = []
-        while sorter.is_active():
-            ready = sorted(sorter.get_ready(), key=lambda n: (not active[n].builtin, n))
-            order.extend(ready)
-            sorter.done(*ready)
-        return order
 
 
 def _group_by_name(sources: Iterable[PluginSource]) -> dict[str, list[PluginSource]]:

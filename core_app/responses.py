@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -28,6 +29,9 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(BrokerUnavailable, _broker_unavailable)
     app.register_error_handler(OperationalError, _broker_unavailable)
+    # Reading a task's result while Redis is down raises redis-py's own errors.
+    app.register_error_handler(redis.exceptions.ConnectionError, _broker_unavailable)
+    app.register_error_handler(redis.exceptions.TimeoutError, _broker_unavailable)
     app.register_error_handler(Exception, _unexpected)
 
 
@@ -46,7 +50,7 @@ def _broker_unavailable(exc: Exception) -> Response:
     response = json_error(
         503,
         "Service Unavailable",
-        "The task queue is unreachable; nothing was queued. Try again shortly.",
+        "The task queue is unreachable. Try again shortly.",
     )
     response.headers["Retry-After"] = "5"
     return response

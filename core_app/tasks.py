@@ -28,7 +28,8 @@ from .errors import (
     PluginImportError,
     TaskUnavailable,
 )
-from .plugins import PluginHost, PluginRecord
+from .plugins import PluginHost
+from .records import PluginRecord
 
 DEFAULT_QUEUE = "celery"
 
@@ -55,6 +56,9 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {
             "visibility_timeout": app.config["VISIBILITY_TIMEOUT"],
+            # Sweep for tasks of dead workers every tenth of the timeout (1-60 s).
+            "unacked_restore_interval": max(1, min(60, app.config["VISIBILITY_TIMEOUT"] // 10)),
+            "unacked_restore_throttle": 1,
             **timeouts,
         },
         "broker_connection_timeout": 0.5,

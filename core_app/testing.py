@@ -9,7 +9,7 @@ stopped by the test session, and Celery workers in separate processes. Override 
         return ["billing"]
 
 Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
-``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``app``,
+``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``make_app``, ``app``,
 ``client``, ``runner``, ``redis_app`` (an app on the session's Redis) and
 ``celery_worker`` (a worker process for ``redis_app``'s plugins).
 """
@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -206,33 +206,36 @@ def core_app_config() -> dict[str, Any]:
     return {}
 
 
-def _test_config(
-    tmp_path: Path,
-    plugins: list[str] | None,
-    extra: Mapping[str, object],
-    config: Mapping[str, Any],
-) -> dict[str, Any]:
-    names = None if plugins is None else [*plugins, *extra]
-    return {
-        "TESTING": True,
-        "INSTANCE_PATH": str(tmp_path / "instance"),
-        "PLUGIN_ERRORS": "raise",
-        "PLUGINS": names,
-        **config,
-    }
-
-
 @pytest.fixture
-def app(
+def make_app(
     tmp_path: Path,
     core_app_plugins: list[str] | None,
     core_app_extra_plugins: dict[str, object],
     core_app_config: dict[str, Any],
-) -> Flask:
+) -> Callable[..., Flask]:
+    """Build an app with the chosen plugins; keyword arguments override its config."""
+
+    def make(**overrides: Any) -> Flask:
+        rescan()
+        extra = core_app_extra_plugins
+        names = None if core_app_plugins is None else [*core_app_plugins, *extra]
+        config = {
+            "TESTING": True,
+            "INSTANCE_PATH": str(tmp_path / "instance"),
+            "PLUGIN_ERRORS": "raise",
+            "PLUGINS": names,
+            **core_app_config,
+            **overrides,
+        }
+        return create_app(config, plugins=extra)
+
+    return make
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
     """An app with the chosen plugins, the embedded broker and a fresh instance folder."""
-    rescan()
-    config = _test_config(tmp_path, core_app_plugins, core_app_extra_plugins, core_app_config)
-    return create_app(config, plugins=core_app_extra_plugins)
+    return make_app()
 
 
 @pytest.fixture
@@ -246,17 +249,9 @@ def runner(app: Flask) -> FlaskCliRunner:
 
 
 @pytest.fixture
-def redis_app(
-    tmp_path: Path,
-    redis_url: str,
-    core_app_plugins: list[str] | None,
-    core_app_extra_plugins: dict[str, object],
-    core_app_config: dict[str, Any],
-) -> Flask:
+def redis_app(make_app: Callable[..., Flask], redis_url: str) -> Flask:
     """Like ``app``, on the session's real Redis as broker and result backend."""
-    rescan()
-    config = _test_config(tmp_path, core_app_plugins, core_app_extra_plugins, core_app_config)
-    return create_app({**config, "BROKER_URL": redis_url}, plugins=core_app_extra_plugins)
+    return make_app(BROKER_URL=redis_url)
 
 
 @pytest.fixture

@@ -1,0 +1,71 @@
+"""The notifications plugin's own tests, with the fixtures core_app gives plugin authors.
+
+``app``/``client`` use the embedded broker in a temporary instance folder; ``redis_app``
+and ``celery_worker`` use a real redis-server and a real worker process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core_app.testing import wait_until
+
+EMAIL = {"to": "ada@example.com", "subject": "Welcome", "body": "Hello, Ada."}
+
+
+@pytest.fixture
+def core_app_plugins():
+    return ["notifications"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"to", "subject", "body"}),
+        ({**EMAIL, "to": "ada"}, {"to"}),
+        ({**EMAIL, "to": 42}, {"to"}),
+        ({**EMAIL, "subject": "x" * 201}, {"subject"}),
+        ({**EMAIL, "body": None}, {"body"}),
+    ],
+)
+def test_an_invalid_email_is_refused_with_400_json(client, body, fields):
+    response = client.post("/api/notifications/emails", json=body)
+    assert response.status_code == 400
+    assert response.json["error"] == "Bad Request"
+    assert set(response.json["fields"]) == fields
+
+
+@pytest.mark.parametrize("data", ["not json", "[1, 2]"])
+def test_a_body_that_is_not_a_json_object_is_refused(client, data):
+    response = client.post("/api/notifications/emails", data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert "JSON object" in response.json["message"]
+
+
+def test_an_unknown_task_is_pending(client):
+    response = client.get("/api/notifications/emails/no-such-task")
+    assert response.status_code == 200
+    assert response.json == {"task_id": "no-such-task", "state": "PENDING"}
+
+
+def test_a_queued_email_is_written_to_the_outbox_by_a_worker(redis_app, celery_worker):
+    client = redis_app.test_client()
+    response = client.post("/api/notifications/emails", json=EMAIL)
+    assert response.status_code == 202
+    status_url = response.json["status_url"]
+    assert response.headers["Location"] == status_url
+
+    def finished():
+        body = client.get(status_url).json
+        return body if body["state"] in ("SUCCESS", "FAILURE") else None
+
+    body = wait_until(finished, timeout=20)
+    assert body["state"] == "SUCCESS", body
+    eml = Path(redis_app.instance_path) / "outbox" / f"{response.json['task_id']}.eml"
+    assert body["result"]["path"] == str(eml)
+    text = eml.read_text()
+    assert "To: ada@example.com" in text
+    assert "Subject: Welcome" in text
+    assert "Hello, Ada." in text

@@ -1,0 +1,202 @@
+"""Faults: a worker killed mid-task, Redis restarted with tasks queued, Redis down.
+
+Everything is a real process: the session's redis-server (append-only), workers started
+with ``python run.py worker PLUGIN`` and the Werkzeug server of ``python run.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from procs import Web, clean_env, elapsed, wait_for, worker, write_plugin_dist
+
+from core_app import send_task
+
+#: A throwaway plugin with a slow, idempotent-enough task that keeps a journal.
+SLOW_TASKS = """\
+import os
+import time
+
+from celery import shared_task
+
+
+@shared_task(name="slowpoke.sleep")
+def sleep(seconds, journal, token):
+    with open(journal, "a") as out:
+        out.write(f"start {token} {os.getpid()} {time.time()}\\n")
+    time.sleep(seconds)
+    with open(journal, "a") as out:
+        out.write(f"done {token} {os.getpid()}\\n")
+    return token
+"""
+
+VISIBILITY_TIMEOUT = 3
+
+
+@pytest.fixture(scope="module")
+def slowpoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder holding the installed-looking ``slowpoke`` plugin (for PYTHONPATH)."""
+    root = tmp_path_factory.mktemp("slowpoke-site")
+    return write_plugin_dist(root, "slowpoke", {"tasks.py": SLOW_TASKS})
+
+
+def slow_env(redis_url: str, slowpoke: Path, instance: Path) -> dict[str, str]:
+    env = clean_env(
+        CORE_APP_BROKER_URL=redis_url,
+        CORE_APP_INSTANCE_PATH=str(instance),
+        CORE_APP_VISIBILITY_TIMEOUT=VISIBILITY_TIMEOUT,
+    )
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(slowpoke), env.get("PYTHONPATH")]))
+    return env
+
+
+def send_slow(redis_app, seconds: float, journal: Path, token: str):
+    """Queue slowpoke.sleep; the test process does not have the plugin, so name its queue."""
+    celery = redis_app.extensions["celery"]
+    return celery.send_task(
+        "slowpoke.sleep",
+        kwargs={"seconds": seconds, "journal": str(journal), "token": token},
+        queue="slowpoke",
+    )
+
+
+def journal_lines(journal: Path, kind: str, token: str) -> list[int]:
+    """Process ids of the journal's ``kind`` (start/done) lines for ``token``."""
+    if not journal.exists():
+        return []
+    return [
+        int(pid)
+        for line in journal.read_text().splitlines()
+        for what, tok, pid, *_ in [line.split()]
+        if what == kind and tok == token
+    ]
+
+
+def test_task_of_a_killed_pool_process_is_delivered_again(redis_app, redis_url, slowpoke, tmp_path):
+    journal = tmp_path / "journal"
+    proc = worker("slowpoke", slow_env(redis_url, slowpoke, tmp_path / "w"), tmp_path / "w.log")
+    try:
+        result = send_slow(redis_app, 1.5, journal, "t1")
+        [child] = wait_for(lambda: journal_lines(journal, "start", "t1"))
+        assert child != proc.pid, "the task runs in a prefork child, not the main process"
+        os.kill(child, signal.SIGKILL)
+        wait_for(lambda: result.state == "SUCCESS", timeout=30)
+        assert result.result == "t1"
+        starts = journal_lines(journal, "start", "t1")
+        assert len(starts) == 2 and starts[0] == child and starts[1] != child
+        assert journal_lines(journal, "done", "t1") == [starts[1]]
+    finally:
+        proc.stop()
+    print(proc.tail())
+
+
+def test_task_of_a_killed_worker_is_delivered_to_the_next_worker(
+    redis_app, redis_url, redis_server, slowpoke, tmp_path
+):
+    journal = tmp_path / "journal"
+    env = slow_env(redis_url, slowpoke, tmp_path / "w")
+    first = worker("slowpoke", env, tmp_path / "w1.log")
+    try:
+        result = send_slow(redis_app, 1.0, journal, "t2")
+        [child] = wait_for(lambda: journal_lines(journal, "start", "t2"))
+        delivered = time.monotonic()
+        first.kill_group()  # SIGKILL the main process and its pool: nothing can ack
+    finally:
+        first.stop()
+    redis = redis_server.client()
+    assert redis.llen("slowpoke") == 0 and redis.hlen("unacked") == 1, "held, not acked"
+    # Redis hands the message out again once the visibility timeout has passed; a worker
+    # starting after that takes it when it starts polling.
+    time.sleep(max(0.0, VISIBILITY_TIMEOUT + 0.5 - elapsed(delivered)))
+    second = worker("slowpoke", env, tmp_path / "w2.log")
+    try:
+        wait_for(lambda: result.state == "SUCCESS", timeout=30)
+    finally:
+        second.stop()
+    starts = journal_lines(journal, "start", "t2")
+    assert len(starts) == 2 and starts[0] == child
+    assert journal_lines(journal, "done", "t2") == [starts[1]]
+    assert redis.hlen("unacked") == 0
+
+
+def notifications_env(redis_url: str, instance: Path, **settings: object) -> dict[str, str]:
+    return clean_env(
+        CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(instance), **settings
+    )
+
+
+def test_queued_tasks_survive_a_redis_restart(redis_app, redis_url, redis_server, tmp_path):
+    with redis_app.app_context():
+        ids = [
+            send_task(
+                "notifications.send_email",
+                kwargs={"to": f"user{n}@example.com", "subject": f"n{n}", "body": "."},
+            ).id
+            for n in range(5)
+        ]
+    assert redis_server.client().llen("notifications") == 5
+    redis_server.restart()  # append-only file: the queue is written before the publish returns
+    assert redis_server.client().llen("notifications") == 5
+
+    instance = tmp_path / "worker"
+    proc = worker("notifications", notifications_env(redis_url, instance), tmp_path / "w.log")
+    try:
+        celery = redis_app.extensions["celery"]
+        wait_for(lambda: all(celery.AsyncResult(i).state == "SUCCESS" for i in ids), timeout=30)
+    finally:
+        proc.stop()
+    assert {path.stem for path in (instance / "outbox").glob("*.eml")} == set(ids)
+
+
+EMAIL = {"to": "ada@example.com", "subject": "Hello", "body": "Hi."}
+
+
+def test_web_answers_503_quickly_while_redis_is_down_and_recovers(
+    redis_url, redis_server, tmp_path
+):
+    web = Web(notifications_env(redis_url, tmp_path / "web"), tmp_path / "web.log").start()
+    try:
+        user = web.post("/api/shop/users", json={"name": "Ada", "email": "ada@example.com"})
+        assert user.status_code == 201
+        web.post_email()  # the web process holds connections to Redis from now on
+
+        redis_server.stop()
+        try:
+            for _ in range(2):  # the first failure must not break the next request
+                started = time.monotonic()
+                response = web.post("/api/notifications/emails", json=EMAIL)
+                took = elapsed(started)
+                assert response.status_code == 503, (response.text, web.tail())
+                assert took < 3, f"503 after {took:.2f}s"
+                assert response.json()["status"] == 503
+                assert response.headers["Retry-After"]
+
+            assert web.get("/health").status_code == 200
+            ready = web.get("/ready")
+            assert ready.status_code == 503
+            assert ready.json()["checks"]["broker"]["ok"] is False
+
+            purchase = web.post(
+                "/api/shop/purchases",
+                json={
+                    "user_id": user.json()["id"],
+                    "item": "tea",
+                    "quantity": 2,
+                    "price_cents": 350,
+                },
+            )
+            assert purchase.status_code == 201, purchase.text
+            assert purchase.json()["receipt"] == {"status": "task queue unreachable"}
+        finally:
+            redis_server.start()
+
+        queued = web.post_email()  # the same web process, no restart
+        assert web.get(queued["status_url"]).json()["state"] == "PENDING"
+        assert redis_server.client().llen("notifications") == 2  # with the first one
+        assert web.get("/ready").status_code == 200
+    finally:
+        web.stop()

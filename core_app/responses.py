@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from flask import Flask, Response, jsonify
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -27,11 +26,8 @@ def json_error(status: int, error: str, message: str, **extra: object) -> Respon
 
 def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
-    app.register_error_handler(BrokerUnavailable, _broker_unavailable)
-    app.register_error_handler(OperationalError, _broker_unavailable)
-    # Reading a task's result while Redis is down raises redis-py's own errors.
-    app.register_error_handler(redis.exceptions.ConnectionError, _broker_unavailable)
-    app.register_error_handler(redis.exceptions.TimeoutError, _broker_unavailable)
+    app.register_error_handler(BrokerUnavailable, broker_unavailable)
+    app.register_error_handler(OperationalError, broker_unavailable)
     app.register_error_handler(Exception, _unexpected)
 
 
@@ -45,7 +41,7 @@ def _http_error(exc: HTTPException) -> Response:
     return response
 
 
-def _broker_unavailable(exc: Exception) -> Response:
+def broker_unavailable(exc: Exception) -> Response:
     log.error("publishing a task failed: %s", exc)
     response = json_error(
         503,

@@ -30,6 +30,7 @@ from .errors import (
 )
 from .plugins import PluginHost
 from .records import PluginRecord
+from .responses import broker_unavailable
 
 DEFAULT_QUEUE = "celery"
 
@@ -131,6 +132,12 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     celery_app.set_default()
     celery_app.finalize(auto=True)
     app.extensions["celery"] = celery_app
+    if str(celery_app.conf.result_backend).startswith(("redis://", "rediss://")):
+        # Reading a result while Redis is down raises redis-py's own errors.
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        app.register_error_handler(ConnectionError, broker_unavailable)
+        app.register_error_handler(TimeoutError, broker_unavailable)
     app.extensions["core_app.router"] = router
     host.each(lambda record: _register_tasks(celery_app, host, router, record), builtins=False)
     _unregister_inactive(celery_app, host, router)

@@ -74,6 +74,10 @@ def main(app: Flask) -> None:
         ],
         help="Serve the API (the default), or run one of the commands below.",
     )
+    if is_production(app):
+        # Flask's own `run --debugger` would serve the Werkzeug debugger: in production
+        # `run` is the host's serve command, which refuses the debugger.
+        cli.add_command(serve_command, "run")
     cli.main()
 
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from .app import create_app
 from .discovery import check_host_version, host_version, installed_plugins
-from .errors import CoreAppError, PluginError
+from .errors import CoreAppError, PluginDependencyError, PluginError
 from .plugins import PluginHost
-from .records import FAILED
+from .records import FAILED, LOADED
 
 #: Seconds one plugin may take to build an app alone before the doctor gives up on it.
 INSPECT_TIMEOUT = 120
@@ -100,7 +100,10 @@ def check() -> list[dict[str, Any]]:
     for name in names:
         report = reports[name] or {"name": name, "status": FAILED, "error": "not reported"}
         combined = next((r for r in together if r["name"] == name), None)
-        if report["status"] != FAILED and combined and combined["status"] == FAILED:
+        if _needs_others(report) and combined and combined["status"] == LOADED:
+            # Alone, its dependencies are left out by construction; together they load.
+            report = combined
+        elif report["status"] != FAILED and combined and combined["status"] == FAILED:
             report = {
                 **report,
                 "status": FAILED,
@@ -110,6 +113,12 @@ def check() -> list[dict[str, Any]]:
         result.append(report)
     result += [r for r in together if r["name"] == "(host)"]
     return result
+
+
+def _needs_others(report: dict[str, Any]) -> bool:
+    """Whether the report is a failure only because other plugins were left out."""
+    detail = report.get("error_detail") or {}
+    return report["status"] == FAILED and detail.get("kind") == PluginDependencyError.kind
 
 
 def format_report(reports: list[dict[str, Any]]) -> str:

@@ -162,7 +162,7 @@ def test_web_answers_503_quickly_while_redis_is_down_and_recovers(
     try:
         user = web.post("/api/shop/users", json={"name": "Ada", "email": "ada@example.com"})
         assert user.status_code == 201
-        web.post_email()  # the web process holds connections to Redis from now on
+        first = web.post_email()  # the web process holds connections to Redis from now on
 
         redis_server.stop()
         try:
@@ -176,6 +176,9 @@ def test_web_answers_503_quickly_while_redis_is_down_and_recovers(
                 assert response.headers["Retry-After"]
 
             assert web.get("/health").status_code == 200
+            status = web.get(first["status_url"])  # reading a result needs Redis too
+            assert status.status_code == 503, status.text
+            assert status.json()["status"] == 503
             ready = web.get("/ready")
             assert ready.status_code == 503
             assert ready.json()["checks"]["broker"]["ok"] is False

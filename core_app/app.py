@@ -19,7 +19,7 @@ from .mounting import Mounter
 from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
-from .tasks import celery_init_app
+from .tasks import celery_init_app, unregister_inactive_tasks
 
 log = logging.getLogger("core_app")
 
@@ -84,6 +84,7 @@ def _build(
     app.sealed = True
     host.each(lambda record: host.call(record, "core_app_ready", app=app))
     _refuse_routes_of_failed_plugins(app, host)
+    unregister_inactive_tasks(app, host)
     return app
 
 

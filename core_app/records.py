@@ -52,6 +52,10 @@ class PluginRecord:
     def active(self) -> bool:
         return self.status == LOADED
 
+    @property
+    def failed(self) -> bool:
+        return self.status == FAILED
+
     def as_dict(self) -> dict[str, Any]:
         """The record as JSON-ready data (``run.py plugins --json``, ``/ready``)."""
         return {

@@ -140,7 +140,6 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
         app.register_error_handler(TimeoutError, broker_unavailable)
     app.extensions["core_app.router"] = router
     host.each(lambda record: _register_tasks(celery_app, host, router, record), builtins=False)
-    _unregister_inactive(celery_app, host, router)
     return celery_app
 
 
@@ -217,8 +216,8 @@ def _defined_in(task: Task, modules: Sequence[str]) -> bool:
     return any(module == m or module.startswith(f"{m}.") for m in modules)
 
 
-def _unregister_inactive(celery_app: Celery, host: PluginHost, router: PluginRouter) -> None:
-    """Only active plugins' tasks are this app's.
+def unregister_inactive_tasks(app: Flask, host: PluginHost) -> None:
+    """Only active plugins' tasks are this app's; called once the app is complete.
 
     A failed plugin's tasks must not run, even those its other modules registered. A
     disabled plugin's ``@shared_task`` module is never imported by this app, but if it was
@@ -226,9 +225,12 @@ def _unregister_inactive(celery_app: Celery, host: PluginHost, router: PluginRou
     shared tasks to every app, and ``send_task`` would then queue them instead of raising
     ``TaskUnavailable``.
     """
+    celery_app: Celery = app.extensions["celery"]
+    router: PluginRouter = app.extensions["core_app.router"]
     packages = [r.source.target.split(":")[0].split(".")[0] for r in host.plugins() if not r.active]
     for name, task in list(celery_app.tasks.items()):
-        if name in router.owners:  # claimed by an active plugin
+        owner = router.owners.get(name)
+        if owner is not None and host.records[owner].active:
             continue
         if _defined_in(task, packages):
             celery_app.tasks.unregister(name)
@@ -251,17 +253,12 @@ class PluginRouter:
             self.owners[name] = record.name
 
     def owner(self, task_name: str) -> str | None:
-        owner = self.owners.get(task_name)
-        if owner is not None:
-            return owner
+        claimed = self.owners.get(task_name)
+        if claimed is not None:
+            return claimed if self.host.records[claimed].active else None
         prefix = task_name.partition(".")[0]
         record = self.host.records.get(prefix)
-        if (
-            record is not None
-            and record.enabled
-            and not record.builtin
-            and (record.status != "failed")
-        ):
+        if record is not None and record.enabled and not record.builtin and not record.failed:
             return prefix
         return None
 

@@ -15,31 +15,13 @@ from . import builtins
 from .cli import init_cli
 from .config import instance_path, load_config, plugin_namespace
 from .errors import CoreAppError, PluginConflictError, PluginDeclarationError
-from .mounting import Mounter
+from .mounting import CoreApp, Mounter
 from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
 from .tasks import celery_init_app, unregister_inactive_tasks
 
 log = logging.getLogger("core_app")
-
-
-class CoreApp(Flask):
-    """A Flask app whose routes all come from plugin blueprints.
-
-    Once the plugins are mounted, adding a route directly to the app is refused: a
-    route outside a plugin's blueprint would have no owner to blame or to disable.
-    """
-
-    sealed = False
-
-    def add_url_rule(self, rule: str, *args: Any, **kwargs: Any) -> None:
-        if self.sealed:
-            raise RuntimeError(
-                f"Cannot add the route {rule!r} after start-up: declare it on the "
-                "plugin's blueprint (core_app_blueprint) instead."
-            )
-        super().add_url_rule(rule, *args, **kwargs)
 
 
 def create_app(

@@ -39,6 +39,8 @@ DEFAULTS: dict[str, Any] = {
     # Per plugin name: URL prefix and Celery queue, overriding what the plugin declares.
     "PLUGIN_URL_PREFIXES": {},
     "PLUGIN_QUEUES": {},
+    # Keep the entry-point scan in the instance folder until a sys.path folder changes.
+    "DISCOVERY_CACHE": True,
     # Seconds a plugin may take to import; a slower one fails like a broken one.
     "PLUGIN_IMPORT_BUDGET": 5.0,
     # Serve GET /plugins (the plugin report); None: on except in production.

@@ -81,7 +81,8 @@ class PluginHost:
         for source in builtins:
             record = self.records[source.name] = PluginRecord(source, builtin=True)
             self._import_and_register(record)
-        sources = [*installed_plugins(), *self._extra_sources()]
+        cache = self.app.instance_path if self.app.config["DISCOVERY_CACHE"] else None
+        sources = [*installed_plugins(cache), *self._extra_sources()]
         for name, group in _group_by_name(sources).items():
             record = self.records.setdefault(name, PluginRecord(group[0]))
             if record.builtin:

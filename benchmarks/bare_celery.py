@@ -1,0 +1,31 @@
+"""The baseline worker: a bare Celery app on the same Redis, with the same no-op task.
+
+    celery -A bare_celery worker -Q bench_bare --pool prefork --concurrency 2
+
+``BENCH_BROKER_URL`` names the broker. The task is the very module the generated
+``benchnoop`` plugin ships (``benchnoop.tasks``, a plain ``@shared_task``), imported here
+so both workers run the same code. With ``BENCH_BARE_SETTINGS=core`` the app also takes
+core_app's delivery settings (``core_app.tasks.delivery_defaults``) and a Redis result
+backend, to tell the cost of those settings from the cost of the host;
+``BENCH_BARE_OVERRIDES`` (JSON) then changes single settings, to find which one costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+
+from celery import Celery
+
+broker = os.environ["BENCH_BROKER_URL"]
+app = Celery("bare", broker=broker)
+
+if os.environ.get("BENCH_BARE_SETTINGS") == "core":
+    from core_app.tasks import delivery_defaults
+
+    settings = delivery_defaults(SimpleNamespace(config={"VISIBILITY_TIMEOUT": 3600}))  # type: ignore[arg-type]
+    app.conf.update(settings, result_backend=broker)
+app.conf.update(json.loads(os.environ.get("BENCH_BARE_OVERRIDES", "{}")))
+
+import benchnoop.tasks  # noqa: E402, F401  (registers benchnoop.noop on this app)

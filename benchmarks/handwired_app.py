@@ -1,0 +1,71 @@
+"""The baseline: the example plugins' blueprints registered by hand on a plain Flask app.
+
+This is what a Flask developer would write without core_app: import each blueprint,
+``app.register_blueprint``, set the configuration keys the views read. Served the same
+way as the host (``gunicorn "handwired_app:app"`` from this folder).
+
+It also has ``POST /sync-email``, the thing offloading replaces: build the email and
+hand it to an SMTP server with :mod:`smtplib` inside the request (``BENCH_SMTP_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import tempfile
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any
+
+from core_app_notifications.views import blueprint as notifications_blueprint
+from core_app_shop.views import blueprint as shop_blueprint
+from flask import Flask, current_app, request
+
+
+def create_handwired_app(instance_path: str | None = None) -> Flask:
+    instance = (
+        instance_path
+        or os.environ.get("BENCH_INSTANCE_PATH")
+        or os.path.join(tempfile.gettempdir(), "core_app_handwired_instance")
+    )
+    os.makedirs(instance, exist_ok=True)
+    app = Flask(__name__, instance_path=instance, static_folder=None)
+    app.config.from_mapping(
+        SECRET_KEY="handwired-benchmark-not-secret",
+        # the keys the shop and notifications views and tasks read
+        SHOP_DATABASE="shop.sqlite3",
+        NOTIFICATIONS_SMTP_URL=None,
+        NOTIFICATIONS_SMTP_TIMEOUT=10,
+        NOTIFICATIONS_SENDER="core-app@localhost",
+        NOTIFICATIONS_OUTBOX="outbox",
+        NOTIFICATIONS_MAX_RETRIES=5,
+        NOTIFICATIONS_RETRY_DELAY=2.0,
+        MAX_CONTENT_LENGTH=16 * 1024 * 1024,
+        BENCH_SMTP_PORT=int(os.environ.get("BENCH_SMTP_PORT", "0")),
+    )
+    app.register_blueprint(shop_blueprint)
+    app.register_blueprint(notifications_blueprint)
+    app.add_url_rule("/sync-email", view_func=sync_email, methods=["POST"])
+    return app
+
+
+def sync_email() -> tuple[dict[str, Any], int]:
+    """Send the email now, in the request, through the SMTP server on BENCH_SMTP_PORT."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not all(
+        isinstance(body.get(k), str) for k in ("to", "subject", "body")
+    ):
+        return {"error": "Bad Request", "message": "Expected to, subject, body."}, 400
+    message = EmailMessage()
+    message["From"] = current_app.config["NOTIFICATIONS_SENDER"]
+    message["To"] = body["to"]
+    message["Subject"] = body["subject"]
+    message["Message-ID"] = make_msgid(domain="core-app.local")
+    message.set_content(body["body"])
+    port = current_app.config["BENCH_SMTP_PORT"]
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+        smtp.send_message(message)
+    return {"sent": True, "message_id": message["Message-ID"]}, 200
+
+
+app = create_handwired_app()

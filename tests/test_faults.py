@@ -12,7 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import Web, clean_env, elapsed, wait_for, worker, write_plugin_dist
+from procs import (
+    WORKER_ARGS,
+    Proc,
+    Web,
+    clean_env,
+    elapsed,
+    run_py,
+    wait_for,
+    worker,
+    write_plugin_dist,
+)
 
 from core_app import send_task
 
@@ -203,3 +213,26 @@ def test_web_answers_503_quickly_while_redis_is_down_and_recovers(
         assert web.get("/ready").status_code == 200
     finally:
         web.stop()
+
+
+def test_a_worker_started_while_redis_is_down_waits_and_connects(
+    redis_app, redis_url, redis_server, tmp_path
+):
+    redis_server.stop()
+    try:
+        waiting = Proc(
+            run_py("worker", "notifications", *WORKER_ARGS),
+            notifications_env(redis_url, tmp_path / "worker"),
+            tmp_path / "waiting.log",
+        ).start("Cannot connect to redis")
+        time.sleep(1)
+        assert not waiting.exited(), waiting.tail()
+    finally:
+        redis_server.start()
+    try:
+        wait_for(lambda: " ready." in waiting.output(), timeout=60)
+        with redis_app.app_context():
+            result = send_task("notifications.send_email", kwargs=EMAIL)
+        assert result.get(timeout=30)["to"] == EMAIL["to"]
+    finally:
+        waiting.stop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
@@ -135,6 +136,21 @@ def never_import_source(marker: Path) -> str:
         f"Path({str(marker)!r}).write_text('imported')\n"
         f"raise RuntimeError('this plugin must never be imported')\n"
     )
+
+
+def subprocess_env(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
+    """The environment for a ``python run.py`` subprocess: no inherited core_app setting,
+    an instance folder in ``tmp_path``, fake distributions in ``paths`` on PYTHONPATH."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
+    }
+    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)
+    env.update(settings)
+    return env
 
 
 def config(tmp_path: Path, plugins: Iterable[str] | None, **extra: Any) -> dict[str, Any]:

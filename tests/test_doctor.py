@@ -9,16 +9,14 @@ subprocesses, the way an operator runs the doctor before a deployment.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from fakes import blueprint_source, make_plugin_dist
+from fakes import blueprint_source, make_plugin_dist, subprocess_env
 
 from core_app.discovery import host_version
 
@@ -70,20 +68,6 @@ REPORT_KEYS = {
 }
 
 
-def _env(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
-    """The environment without any inherited core_app setting, plus ``settings``."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
-    }
-    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)
-    env.update(settings)
-    return env
-
-
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, *args],
@@ -110,7 +94,8 @@ def _blocks(report: str) -> dict[str, str]:
 
 def test_check_over_the_example_plugins_passes_and_describes_each(tmp_path):
     result = _run(
-        ["run.py", "plugins", "check"], _env(tmp_path, CORE_APP_PLUGINS="shop,notifications")
+        ["run.py", "plugins", "check"],
+        subprocess_env(tmp_path, CORE_APP_PLUGINS="shop,notifications"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -137,7 +122,7 @@ def test_check_over_the_example_plugins_passes_and_describes_each(tmp_path):
 def test_check_json_over_the_example_plugins(tmp_path):
     result = _run(
         ["run.py", "plugins", "check", "--json"],
-        _env(tmp_path, CORE_APP_PLUGINS="shop,notifications"),
+        subprocess_env(tmp_path, CORE_APP_PLUGINS="shop,notifications"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     reports = {report["name"]: report for report in json.loads(result.stdout)}
@@ -210,7 +195,9 @@ def _all_plugins(dists):
 
 
 def test_check_names_every_broken_plugin_and_its_cause(tmp_path, broken):
-    env = _env(tmp_path, [d.path for d in broken.values()], CORE_APP_PLUGINS=_all_plugins(broken))
+    env = subprocess_env(
+        tmp_path, [d.path for d in broken.values()], CORE_APP_PLUGINS=_all_plugins(broken)
+    )
     result = _run(["run.py", "plugins", "check"], env)
     assert result.returncode != 0, result.stdout
     blocks = _blocks(result.stdout)
@@ -227,7 +214,9 @@ def test_check_names_every_broken_plugin_and_its_cause(tmp_path, broken):
 
 
 def test_check_json_marks_every_broken_plugin_failed(tmp_path, broken):
-    env = _env(tmp_path, [d.path for d in broken.values()], CORE_APP_PLUGINS=_all_plugins(broken))
+    env = subprocess_env(
+        tmp_path, [d.path for d in broken.values()], CORE_APP_PLUGINS=_all_plugins(broken)
+    )
     result = _run(["run.py", "plugins", "check", "--json"], env)
     assert result.returncode != 0, result.stdout
     reports = {report["name"]: report for report in json.loads(result.stdout)}
@@ -257,7 +246,7 @@ def test_overlapping_prefixes_are_only_a_problem_together(tmp_path, broken):
             plugins: pool.submit(
                 _run,
                 ["-m", "core_app.doctor", "--json"],
-                _env(tmp_path / plugins, paths, CORE_APP_PLUGINS=plugins),
+                subprocess_env(tmp_path / plugins, paths, CORE_APP_PLUGINS=plugins),
             )
             for plugins, paths in runs.items()
         }
@@ -289,7 +278,7 @@ def test_a_plugin_with_a_dependency_passes_when_its_dependency_is_installed(tmp_
     paths = [base.path, dependent.path]
     result = _run(
         ["-m", "core_app.doctor", "--json"],
-        _env(tmp_path, paths, CORE_APP_PLUGINS="base,dependent"),
+        subprocess_env(tmp_path, paths, CORE_APP_PLUGINS="base,dependent"),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     reports = {report["name"]: report for report in json.loads(result.stdout)}
@@ -299,7 +288,8 @@ def test_a_plugin_with_a_dependency_passes_when_its_dependency_is_installed(tmp_
 
     # Not enabled beside it, the dependency is missing: that is a problem.
     result = _run(
-        ["-m", "core_app.doctor", "--json"], _env(tmp_path, paths, CORE_APP_PLUGINS="dependent")
+        ["-m", "core_app.doctor", "--json"],
+        subprocess_env(tmp_path, paths, CORE_APP_PLUGINS="dependent"),
     )
     assert result.returncode == 1, result.stdout
     reports = {report["name"]: report for report in json.loads(result.stdout)}
@@ -311,7 +301,9 @@ def test_module_doctor_works_when_the_app_refuses_to_start(tmp_path, broken):
     """With a broken plugin in strict mode ``run.py`` cannot even be imported, so
     ``run.py plugins check`` is out of reach; ``python -m core_app.doctor`` still is."""
     paths = [broken["good"].path, broken["explodes"].path]
-    env = _env(tmp_path, paths, CORE_APP_PLUGINS="good,explodes", CORE_APP_PLUGIN_ERRORS="raise")
+    env = subprocess_env(
+        tmp_path, paths, CORE_APP_PLUGINS="good,explodes", CORE_APP_PLUGIN_ERRORS="raise"
+    )
     refused = _run(["run.py", "plugins"], env)
     assert refused.returncode != 0
     assert "core_app refused to start." in refused.stderr

@@ -15,7 +15,13 @@ from pathlib import Path
 
 import pytest
 import requests
-from fakes import blueprint_source, config, make_plugin_dist, never_import_source
+from fakes import (
+    blueprint_source,
+    config,
+    make_plugin_dist,
+    never_import_source,
+    subprocess_env,
+)
 
 from core_app import PluginConflictError, create_app
 from core_app.testing import free_port
@@ -55,21 +61,10 @@ def crash():
 """
 
 
-def _env(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
-    }
-    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)
-    env.update(settings)
-    return env
-
-
 def _production(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
-    return _env(tmp_path, paths, CORE_APP_ENV="production", CORE_APP_SECRET_KEY=SECRET, **settings)
+    return subprocess_env(
+        tmp_path, paths, CORE_APP_ENV="production", CORE_APP_SECRET_KEY=SECRET, **settings
+    )
 
 
 class Proc:
@@ -240,7 +235,7 @@ def test_plugins_report_is_off_in_production_unless_exposed(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("key", [None, "short", "x" * 31], ids=["missing", "short", "31-chars"])
 def test_production_without_a_real_secret_key_refuses_to_start(tmp_path, key):
-    env = _env(tmp_path, CORE_APP_ENV="production", CORE_APP_PLUGINS="shop")
+    env = subprocess_env(tmp_path, CORE_APP_ENV="production", CORE_APP_PLUGINS="shop")
     if key is not None:
         env["CORE_APP_SECRET_KEY"] = key
     status, output = _refused(Web([], env, tmp_path / "web.log"))
@@ -258,7 +253,9 @@ def test_a_plugin_not_on_the_allowlist_is_never_imported_by_any_process(tmp_path
     intruder = make_plugin_dist(tmp_path / "site", "intruder", never_import_source(marker))
 
     def env(name: str) -> dict[str, str]:
-        return _env(tmp_path / name, [intruder.path], CORE_APP_PLUGINS="shop,notifications")
+        return subprocess_env(
+            tmp_path / name, [intruder.path], CORE_APP_PLUGINS="shop,notifications"
+        )
 
     worker_args = ["--loglevel", "INFO", "--concurrency", "1", "--without-mingle"]
     web = Web([], env("web"), tmp_path / "web.log")

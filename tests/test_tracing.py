@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from fakes import blueprint_source, config, make_plugin_dist
+from fakes import blueprint_source, config, make_plugin_dist, subprocess_env
 
 from core_app import PluginDependencyError, create_app
 
@@ -36,15 +35,7 @@ def core_app_ready(app):
 
 
 def _run_plugins(tmp_path: Path, paths=(), **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
-    }
-    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)
-    env.update(settings)
+    env = subprocess_env(tmp_path, paths, **settings)
     result = subprocess.run(
         [sys.executable, "run.py", "plugins"],
         cwd=REPO,

@@ -25,7 +25,7 @@ from werkzeug.serving import run_simple
 from .config import is_production
 from .errors import ConfigError, PluginConflictError
 from .plugins import PluginHost
-from .records import FAILED, PluginRecord
+from .records import PluginRecord
 from .tasks import DEFAULT_QUEUE
 
 WORKER_SCOPE_ENV = "CORE_APP_WORKER_PLUGINS"
@@ -186,7 +186,7 @@ def _enabled_record(host: PluginHost, name: str) -> PluginRecord:
         raise click.UsageError(f"No plugin named {name!r} is installed (installed: {known}).")
     if not record.enabled:
         raise click.UsageError(f"Plugin {name!r} is disabled: {record.reason}.")
-    if record.status == FAILED and record.error:
+    if record.failed and record.error:
         raise click.ClickException(record.error.message)
     return record
 

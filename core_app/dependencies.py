@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from .errors import PluginDependencyError, PluginError
-from .records import FAILED, PluginRecord
+from .records import PluginRecord
 
 
 def dependency_error(
@@ -20,11 +20,9 @@ def dependency_error(
     """Why ``record``'s declared dependencies are not met, or None when they are."""
     for name, spec in sorted(record.dependencies.items()):
         needed = records.get(name)
-        if needed is None or not needed.enabled or needed.status == FAILED:
+        if needed is None or not needed.enabled or needed.failed:
             state = (
-                "not installed"
-                if needed is None
-                else ("failed" if needed.status == FAILED else "disabled")
+                "not installed" if needed is None else ("failed" if needed.failed else "disabled")
             )
             return PluginDependencyError(
                 record.name,

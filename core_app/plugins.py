@@ -59,7 +59,7 @@ class PluginHost:
         return sorted((r for r in self.records.values() if not r.builtin), key=lambda r: r.name)
 
     def failed(self) -> list[PluginRecord]:
-        return [r for r in self.plugins() if r.status == FAILED]
+        return [r for r in self.plugins() if r.failed]
 
     # -- failure policy ------------------------------------------------------------------
 
@@ -113,11 +113,7 @@ class PluginHost:
                 ),
             )
             return
-        record.enabled = self._allowed(record.name)
         elsewhere = self.app.config["WORKER_PLUGINS"]
-        if not record.enabled:
-            record.status, record.reason = DISABLED, "excluded by PLUGINS / DISABLED_PLUGINS"
-            return
         if elsewhere is not None and record.name not in elsewhere:
             record.status = DISABLED
             record.reason = f"not loaded by this worker (it serves {', '.join(elsewhere)})"

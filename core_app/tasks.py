@@ -144,7 +144,9 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
         app.register_error_handler(ConnectionError, broker_unavailable)
         app.register_error_handler(TimeoutError, broker_unavailable)
     app.extensions["core_app.router"] = router
-    host.each(lambda record: _register_tasks(celery_app, host, router, record), builtins=False)
+    host.each(lambda record: _import_task_modules(host, record), builtins=False)
+    _claim_tasks(celery_app, host, router)
+    host.each(lambda record: _check_task_names(router, record), builtins=False)
     return celery_app
 
 
@@ -179,9 +181,8 @@ def _has_tasks_module(package: str) -> bool:
     )
 
 
-def _register_tasks(
-    celery_app: Celery, host: PluginHost, router: PluginRouter, record: PluginRecord
-) -> None:
+def _import_task_modules(host: PluginHost, record: PluginRecord) -> None:
+    """Import the plugin's task modules; their tasks register themselves (shared_task)."""
     record.queue = queue_name(host.app, record.name)
     declared = host.call(record, "core_app_task_modules")
     if declared is None:
@@ -198,12 +199,34 @@ def _register_tasks(
             f"core_app_task_modules() returned {declared!r}.",
             "return a list of module names, e.g. ['shop.tasks'].",
         )
-    imported = [_import_task_module(record, name) for name in modules]
+    for name in modules:
+        _import_task_module(record, name)
     record.task_modules = modules
-    owned = sorted(name for name, task in celery_app.tasks.items() if _defined_in(task, modules))
-    for module in imported:
+
+
+def _claim_tasks(celery_app: Celery, host: PluginHost, router: PluginRouter) -> None:
+    """Give each registered task to the plugin whose task module defines it, in one pass
+    over the registry (a pass per plugin would make start-up grow with N squared)."""
+    plugin_of = {m: r.name for r in host.active(builtins=False) for m in r.task_modules}
+    claims: dict[str, list[str]] = {}
+    for name, task in celery_app.tasks.items():
+        module = getattr(task, "__module__", "") or ""
+        while module and module not in plugin_of:  # a submodule of a task module counts
+            module = module.rpartition(".")[0]
+        if module:
+            claims.setdefault(plugin_of[module], []).append(name)
+    for record in host.active(builtins=False):
+        record.tasks = sorted(claims.get(record.name, []))
+        router.claim(record, record.tasks)
+
+
+def _check_task_names(router: PluginRouter, record: PluginRecord) -> None:
+    """Refuse a plugin whose task modules hold a task another plugin owns: one name
+    defined twice (Celery keeps the first), or a task imported from another plugin."""
+    for name in record.task_modules:
+        module = sys.modules[name]
         for value in vars(module).values():
-            if isinstance(value, Task) and value.name not in owned:
+            if isinstance(value, Task) and value.name not in record.tasks:
                 other = router.owner(value.name)
                 if other is not None and other != record.name:
                     raise PluginConflictError(
@@ -214,13 +237,11 @@ def _register_tasks(
                         "plugins' tasks by name with core_app.send_task, not by import.",
                         other=f"plugin {other!r}",
                     )
-    record.tasks = owned
-    router.claim(record, owned)
 
 
-def _import_task_module(record: PluginRecord, name: str) -> ModuleType:
+def _import_task_module(record: PluginRecord, name: str) -> None:
     try:
-        return importlib.import_module(name)
+        importlib.import_module(name)
     except Exception as exc:  # the task module's failure is the plugin's
         raise PluginImportError(
             record.name,

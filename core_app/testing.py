@@ -16,13 +16,16 @@ Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +39,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from .app import create_app
 from .discovery import rescan
 
-__all__ = ["RedisServer", "WorkerProcess", "free_port", "wait_until"]
+__all__ = ["RedisServer", "WorkerProcess", "child_venv", "free_port", "wait_until"]
 
 
 def free_port() -> int:
@@ -55,6 +58,46 @@ def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05) ->
             return result
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {condition}")
+
+
+def child_venv(path: Path, *, with_pip: bool = False) -> Path:
+    """A throwaway virtualenv at ``path`` that sees the *running* environment's packages.
+
+    ``--system-site-packages`` would expose the base interpreter's site-packages, not
+    those of the environment running now (a tox env, a developer's venv), where core_app
+    is installed. Instead, a ``.pth`` file in the new environment's site-packages adds
+    each site-packages folder of the running environment with ``site.addsitedir``, which
+    also runs their own ``.pth`` files (editable installs). What is installed into the new
+    environment comes first on its ``sys.path`` and is invisible outside it. With
+    ``with_pip`` it gets its own pip. Returns the path of its ``python``.
+    """
+    path = Path(path)
+    if not with_pip:
+        command = [sys.executable, "-m", "venv", "--without-pip", str(path)]
+    elif importlib.util.find_spec("virtualenv") is not None:  # bundles pip: fast, no ensurepip
+        command = [sys.executable, "-m", "virtualenv", "--quiet", str(path)]
+    else:
+        command = [sys.executable, "-m", "venv", str(path)]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    if made.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited {made.returncode}:\n{made.stderr}")
+    python = path / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+    sites = [*site.getsitepackages(), sysconfig.get_path("purelib"), sysconfig.get_path("platlib")]
+    if site.ENABLE_USER_SITE:
+        sites.append(site.getusersitepackages())
+    wanted = {os.path.realpath(folder) for folder in sites}
+    ordered = (os.path.realpath(entry) for entry in sys.path if entry)  # in sys.path's order
+    folders = [f for f in dict.fromkeys(ordered) if f in wanted and os.path.isdir(f)]
+    line = "import site; " + "; ".join(f"site.addsitedir({f!r})" for f in folders)
+    (Path(purelib) / "_core_app_running_env.pth").write_text(line + "\n")
+    return python
 
 
 class RedisServer:

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from packaging.specifiers import SpecifierSet
 
+import core_app
 from core_app.discovery import host_version
+from core_app.testing import child_venv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,12 +116,13 @@ def test_from_new_plugin_to_passing_tests_in_a_fresh_virtualenv(tmp_path, capsys
     _new_plugin(tmp_path, "billing", target)
     root = target / "billing"
 
-    # The host and its dependencies come from the system site-packages; the plugin is
-    # installed into the virtualenv only.
-    venv = tmp_path / "venv"
+    # The host and its dependencies come from the environment running this test (a tox
+    # env, say: not the base interpreter's site-packages); the plugin is installed into
+    # the new virtualenv only.
     env = _env(tmp_path)
-    _run([sys.executable, "-m", "virtualenv", "--quiet", "--system-site-packages", venv], env)
-    python = venv / "bin" / "python"
+    python = child_venv(tmp_path / "venv", with_pip=True)
+    seen = _run([python, "-c", "import core_app; print(core_app.__file__)"], env)
+    assert seen.stdout.strip() == core_app.__file__
     _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "-e", root], env, timeout=180)
     installed = time.monotonic()
 
@@ -146,7 +149,7 @@ def test_from_new_plugin_to_passing_tests_in_a_fresh_virtualenv(tmp_path, capsys
     assert billing["routes"] == 1
     assert billing["tasks"] == ["billing.echo"] and billing["queue"] == "billing"
 
-    # The system interpreter does not see it: nothing was installed outside the venv.
+    # The outer interpreter does not see it: nothing was installed outside the venv.
     outside = _run([sys.executable, "run.py", "plugins", "--json"], _env(tmp_path))
     assert "billing" not in {row["name"] for row in json.loads(outside.stdout)}
 

@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
+import click
 from flask import Flask, abort, request
+from flask.helpers import get_debug_flag
 
-from . import builtins
+from . import builtins, roles
 from .cli import init_cli
-from .config import instance_path, load_config, plugin_namespace
-from .errors import CoreAppError, PluginConflictError, PluginDeclarationError
+from .config import instance_path, is_production, load_config, plugin_namespace
+from .errors import ConfigError, PluginConflictError, PluginDeclarationError
 from .mounting import CoreApp, Mounter
 from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
+from .roles import Role
 from .tasks import celery_init_app, unregister_inactive_tasks
 
 log = logging.getLogger("core_app")
@@ -28,37 +29,32 @@ def create_app(
     test_config: Mapping[str, Any] | None = None,
     *,
     plugins: Mapping[str, object] | None = None,
+    role: Role | None = None,
 ) -> Flask:
-    """Build the app: configuration, then every enabled plugin's routes and tasks.
+    """Build the app for this process's role: configuration, then the routes and tasks
+    of the plugins the role needs.
 
     :param test_config: configuration applied over every other layer.
     :param plugins: extra plugin objects by name, registered as if installed (tests).
+    :param role: what this process is for; by default the role the command line
+        declared (:func:`core_app.roles.assume`), else a web process's (every plugin).
     :raises CoreAppError: in strict mode, for the first broken plugin; always, for
         invalid host configuration.
     """
-    try:
-        return _build(test_config, plugins, _caller_dir())
-    except CoreAppError:
-        _print_refusal_instead_of_traceback()
-        raise
-
-
-def _build(
-    test_config: Mapping[str, Any] | None,
-    plugins: Mapping[str, object] | None,
-    caller_dir: Path,
-) -> Flask:
-    instance = instance_path(test_config, caller_dir / "instance")
+    role = role or roles.current()
+    instance = instance_path(test_config, Path.cwd() / "instance")
     app = CoreApp("core_app", instance_path=str(instance), static_folder=None)
     load_config(app, test_config)
+    _refuse_debugger_in_production(app)
     instance.mkdir(parents=True, exist_ok=True)
 
-    host = PluginHost(app, plugins)
+    host = PluginHost(app, role, plugins)
     app.extensions["core_app"] = host
     host.load([builtins.source()])
     host.each(lambda record: _apply_config_defaults(app, host, record), builtins=False)
     register_error_handlers(app)
-    Mounter(app, host).mount_all()
+    if role.mounts_routes:
+        Mounter(app, host).mount_all()
     celery_init_app(app, host)
     host.each(lambda record: _collect_declarations(host, record))
     _configure_beat(app, host)
@@ -70,11 +66,19 @@ def _build(
     return app
 
 
-def _caller_dir() -> Path:
-    """The folder of the module that called create_app (run.py), home of instance/."""
-    frame = sys._getframe(2)
-    filename = frame.f_globals.get("__file__")
-    return Path(filename).resolve().parent if filename else Path.cwd()
+def _refuse_debugger_in_production(app: Flask) -> None:
+    """``flask --app run run --debugger`` (or ``--debug``) would wrap the app in the
+    Werkzeug debugger, outside anything the app controls: refuse to be built for it."""
+    if not is_production(app):
+        return
+    ctx = click.get_current_context(silent=True)
+    while ctx is not None:
+        if "debugger" in ctx.params and (ctx.params["debugger"] or get_debug_flag()):
+            raise ConfigError(
+                "Production never runs the debugger: drop --debugger / --debug / "
+                "FLASK_DEBUG, and serve with gunicorn (see README, Production deployment)."
+            )
+        ctx = ctx.parent
 
 
 def _apply_config_defaults(app: Flask, host: PluginHost, record: PluginRecord) -> None:
@@ -146,17 +150,3 @@ def _refuse_routes_of_failed_plugins(app: Flask, host: PluginHost) -> None:
             abort(503, "This plugin failed at start-up; see GET /ready.")
 
     app.before_request(refuse)
-
-
-def _print_refusal_instead_of_traceback() -> None:
-    """A refused start shows its message, not a traceback, when nothing catches it."""
-    if sys.excepthook is not sys.__excepthook__:
-        return
-
-    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
-        if isinstance(error, CoreAppError):
-            print(f"core_app refused to start.\n\n{error}", file=sys.stderr)
-        else:
-            sys.__excepthook__(kind, error, tb)
-
-    sys.excepthook = hook

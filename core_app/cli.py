@@ -1,39 +1,209 @@
-"""The command line: ``python run.py [COMMAND]`` and ``flask --app run COMMAND``.
+"""The command line: ``python run.py``, ``python -m core_app`` and ``core-app``.
 
-Commands are added to ``app.cli``, so Flask's own CLI finds them; ``main`` wraps the
-same app in a ``FlaskGroup`` whose default, with no command, is to serve.
+A command knows what its process is for before any plugin is imported: ``worker shop``
+is a worker for shop, ``beat`` is beat, no command is a web server. Each command
+declares that role (:mod:`core_app.roles`) and only then loads the app module, as
+Flask's ``ScriptInfo`` does, so ``app = create_app()`` in run.py builds once, for that
+role. ``--help``, ``--version``, ``new-plugin`` and ``plugins check`` build no app at all,
+so they work whatever state the installed plugins are in. The same commands are added
+to ``app.cli``, so ``flask --app run plugins`` works too (with every plugin loaded).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import click
 from celery import Celery
-from flask import Flask, current_app
-from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
+from flask import Flask
+from flask.cli import ScriptInfo, routes_command, shell_command
 from flask.helpers import get_debug_flag
 from werkzeug.serving import run_simple
 
 from .config import is_production
-from .errors import ConfigError, PluginConflictError
+from .discovery import host_version, installed_plugins
+from .errors import ConfigError, CoreAppError, PluginConflictError
 from .plugins import PluginHost
 from .records import PluginRecord
+from .roles import BEAT, COMMAND, Role, assume
 from .tasks import DEFAULT_QUEUE
 
-WORKER_SCOPE_ENV = "CORE_APP_WORKER_PLUGINS"
+
+class RefusedToStart(click.ClickException):
+    """The app could not be built: one paragraph saying why, no traceback, exit 1."""
+
+    def __init__(self, error: CoreAppError) -> None:
+        super().__init__(str(error))
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"core_app refused to start.\n\n{self.message}", err=True)
+
+
+class AppLoader(ScriptInfo):
+    """Loads the app once, for the role the command declared.
+
+    :param import_path: ``module:name`` or ``path/to/file.py:name`` of the app, as for
+        ``flask --app``; None builds ``create_app()`` with no module of the user's.
+    """
+
+    def __init__(self, import_path: str | None) -> None:
+        super().__init__(app_import_path=import_path, set_debug_flag=False)
+        if import_path is None:
+            from .app import create_app
+
+            self.create_app = create_app
+        self.role = Role()
+
+    def load_for(self, role: Role) -> Flask:
+        self.role = role
+        return self.load_app()
+
+    def load_app(self) -> Flask:
+        assume(self.role)
+        try:
+            return super().load_app()
+        except CoreAppError as error:
+            raise RefusedToStart(error) from error
+
+    def command(self, *args: str) -> list[str]:
+        """The command line that runs ``args`` against this same app in a new process."""
+        if not self.app_import_path:
+            return [sys.executable, "-m", "core_app", *args]
+        module, _, name = self.app_import_path.partition(":")
+        loaded = sys.modules.get(module.removesuffix(".py").replace("/", "."))
+        path = getattr(loaded, "__file__", None) or module
+        return [sys.executable, "-m", "core_app", "--app", f"{path}:{name or 'app'}", *args]
+
+
+def _app_for(role: Role) -> Flask:
+    """The app of this command, built for ``role`` when our command line loads it
+    (under ``flask --app``, Flask built it already, with every plugin)."""
+    info = click.get_current_context().ensure_object(ScriptInfo)
+    if isinstance(info, AppLoader):
+        return info.load_for(role)
+    return info.load_app()
+
+
+class HostGroup(click.Group):
+    """The host's commands, and a group per installed plugin found from metadata alone:
+    a plugin is imported only when one of its commands runs."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        plugins = {source.name for source in installed_plugins()} - set(self.commands)
+        return [*sorted(self.commands), *sorted(plugins)]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in {source.name for source in installed_plugins()}:
+            return PluginCommands(name)
+        return command
+
+
+class PluginCommands(click.Group):
+    """``python run.py PLUGIN ...``: loads that plugin (and what it needs), nothing else."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, help=f"Commands of the {name} plugin.")
+
+    def _group(self, ctx: click.Context) -> click.Group | None:
+        app = _app_for(Role(COMMAND, (self.name or "",)))
+        group = app.cli.commands.get(self.name or "")
+        return group if isinstance(group, click.Group) else None
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        group = self._group(ctx)
+        return group.list_commands(ctx) if group else []
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        group = self._group(ctx)
+        return group.get_command(ctx, name) if group else None
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """Versions from metadata: nothing is imported, so it works with broken plugins."""
+    if not value or ctx.resilient_parsing:
+        return
+    lines = [
+        f"core-app {host_version()}",
+        f"Python {platform.python_version()}, Flask {version('flask')}, Celery {version('celery')}",
+        *(
+            f"plugin {s.name}: {s.distribution or '(no distribution)'} {s.version or ''}"
+            for s in installed_plugins()
+        ),
+    ]
+    click.echo("\n".join(line.rstrip() for line in lines))
+    ctx.exit()
+
+
+def _use_app(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj = AppLoader(value)
+
+
+def make_cli(app: str | None = None) -> click.Group:
+    """The command group of ``python run.py`` (``app="run:app"``) or ``python -m core_app``."""
+
+    @click.pass_context
+    def default(ctx: click.Context, host: str, port: int) -> None:
+        if ctx.invoked_subcommand is None:
+            ctx.invoke(serve_command, host=host, port=port)
+
+    params: list[click.Parameter] = [
+        click.Option(["--host"], default="127.0.0.1", show_default=True),
+        click.Option(["--port"], default=5000, type=int, show_default=True),
+        click.Option(
+            ["--version"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_print_version,
+            help="Show the versions of core-app, Python, Flask, Celery and every plugin.",
+        ),
+    ]
+    if app is None:
+        params.append(
+            click.Option(
+                ["--app"],
+                metavar="IMPORT",
+                expose_value=False,
+                is_eager=True,
+                callback=_use_app,
+                help="The app as module:name or path/to/file.py:name (default: create_app()).",
+            )
+        )
+    cli = HostGroup(
+        name="run.py" if app else "core-app",
+        invoke_without_command=True,
+        callback=default,
+        params=params,
+        context_settings={"obj": AppLoader(app)},
+        help="Serve the API (the default), or run one of the commands below.",
+    )
+    for command in (*HOST_COMMANDS, routes_command, shell_command):
+        cli.add_command(command)
+    return cli
+
+
+def main(app: str | None = None, argv: Sequence[str] | None = None) -> None:
+    """Run the command line; with no command, serve (``python run.py``).
+
+    :param app: import path of the app (``"run:app"``); None builds ``create_app()``.
+    """
+    make_cli(app).main(args=argv, prog_name="run.py" if app else "core-app")
 
 
 def init_cli(app: Flask, host: PluginHost) -> None:
     """Add the host's commands and each plugin's command group to ``app.cli``."""
-    for command in (plugins_command, worker_command, beat_command, serve_command, new_plugin):
+    for command in HOST_COMMANDS:
         app.cli.add_command(command)
     host.each(lambda record: _add_plugin_commands(app, host, record), builtins=False)
 
@@ -55,32 +225,6 @@ def _add_plugin_commands(app: Flask, host: PluginHost, record: PluginRecord) -> 
     app.cli.add_command(group)
 
 
-def main(app: Flask) -> None:
-    """Run the CLI of ``app``; with no command, serve it (``python run.py``)."""
-
-    @click.pass_context
-    def default(ctx: click.Context, host: str, port: int) -> None:
-        if ctx.invoked_subcommand is None:
-            ctx.invoke(serve_command, host=host, port=port)
-
-    cli = FlaskGroup(
-        name="run.py",
-        create_app=lambda: app,
-        invoke_without_command=True,
-        callback=default,
-        params=[
-            click.Option(["--host"], default="127.0.0.1", show_default=True),
-            click.Option(["--port"], default=5000, type=int, show_default=True),
-        ],
-        help="Serve the API (the default), or run one of the commands below.",
-    )
-    if is_production(app):
-        # Flask's own `run --debugger` would serve the Werkzeug debugger: in production
-        # `run` is the host's serve command, which refuses the debugger.
-        cli.add_command(serve_command, "run")
-    cli.main()
-
-
 # -- plugins ----------------------------------------------------------------------------
 
 _COLUMNS = ("name", "distribution", "version", "url_prefix", "routes", "task_modules", "status")
@@ -89,12 +233,14 @@ _COLUMNS = ("name", "distribution", "version", "url_prefix", "routes", "task_mod
 @click.group("plugins", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
-@with_appcontext
 def plugins_command(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins: where they mount, their tasks, their status."""
     if ctx.invoked_subcommand is not None:
         return
-    host: PluginHost = current_app.extensions["core_app"]
+    app = _app_for(Role(lenient=True))
+    host: PluginHost = app.extensions["core_app"]
+    for warning in host.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     rows = [record.as_dict() for record in host.plugins()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
@@ -120,11 +266,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 @plugins_command.command("check")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a report.")
-def check_command(as_json: bool) -> None:
-    """Check every installed plugin alone, then all together; exit 1 on any problem."""
+@click.option(
+    "--all", "include_excluded", is_flag=True, help="Check plugins excluded by PLUGINS too."
+)
+def check_command(as_json: bool, include_excluded: bool) -> None:
+    """Check every enabled plugin alone, then all together; exit 1 on any problem."""
     from .doctor import main as doctor
 
-    sys.exit(doctor(["--json"] if as_json else []))
+    flags = [*(["--json"] if as_json else []), *(["--all"] if include_excluded else [])]
+    sys.exit(doctor(flags))
 
 
 @click.command("new-plugin")
@@ -147,43 +297,41 @@ def new_plugin(name: str, directory: str) -> None:
 
 # -- workers ----------------------------------------------------------------------------
 
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
-@click.command(
-    "worker",
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-)
+
+@click.command("worker", context_settings=_PASSTHROUGH)
 @click.option("--all", "all_plugins", is_flag=True, help="Consume every enabled plugin's queue.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@with_appcontext
 def worker_command(all_plugins: bool, args: Sequence[str]) -> None:
     """Start a Celery worker for one plugin (PLUGIN) or for all (--all).
 
+    A worker for PLUGIN imports that plugin and the plugins it depends on, nothing else.
     Arguments after the plugin name go to Celery's worker, e.g.
     ``python run.py worker notifications --concurrency 4 --loglevel INFO``.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
-    host: PluginHost = app.extensions["core_app"]
-    celery_app: Celery = app.extensions["celery"]
     args = list(args)
     if all_plugins:
-        queues = [r.queue for r in host.active(builtins=False) if r.queue]
-        celery_app.worker_main(["worker", "-Q", ",".join([*queues, DEFAULT_QUEUE]), *args])
+        app = _app_for(Role.worker())
+        host: PluginHost = app.extensions["core_app"]
+        queues = [r.queue for r in host.served() if r.queue]
+        _celery(app).worker_main(["worker", "-Q", ",".join([*queues, DEFAULT_QUEUE]), *args])
         return
     if not args or args[0].startswith("-"):
         raise click.UsageError("Name a plugin (python run.py worker shop) or use --all.")
     name, args = args[0], args[1:]
-    record = _enabled_record(host, name)
-    if app.config["WORKER_PLUGINS"] != [name]:
-        _reexec_scoped_to(name)
-    hostname = [] if {"-n", "--hostname"} & set(args) else ["-n", f"{name}@%h"]
-    celery_app.worker_main(["worker", "-Q", record.queue or name, *hostname, *args])
-
-
-def _enabled_record(host: PluginHost, name: str) -> PluginRecord:
-    record = host.records.get(name)
-    if record is None or record.builtin:
-        known = ", ".join(r.name for r in host.plugins()) or "none"
+    installed = sorted({source.name for source in installed_plugins()})
+    if name not in installed:
+        known = ", ".join(installed) or "none"
         raise click.UsageError(f"No plugin named {name!r} is installed (installed: {known}).")
+    app = _app_for(Role.worker([name]))
+    record = _served_record(app.extensions["core_app"], name)
+    hostname = [] if {"-n", "--hostname"} & set(args) else ["-n", f"{name}@%h"]
+    _celery(app).worker_main(["worker", "-Q", record.queue or name, *hostname, *args])
+
+
+def _served_record(host: PluginHost, name: str) -> PluginRecord:
+    record = host.records[name]
     if not record.enabled:
         raise click.UsageError(f"Plugin {name!r} is disabled: {record.reason}.")
     if record.failed and record.error:
@@ -191,20 +339,16 @@ def _enabled_record(host: PluginHost, name: str) -> PluginRecord:
     return record
 
 
-def _reexec_scoped_to(name: str) -> None:
-    """Start over in a process that loads only this plugin, so it imports no other's
-    task modules; the same command line runs again with the scope set."""
-    env = {**os.environ, WORKER_SCOPE_ENV: name}
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+def _celery(app: Flask) -> Celery:
+    celery_app: Celery = app.extensions["celery"]
+    return celery_app
 
 
-@click.command("beat", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.command("beat", context_settings=_PASSTHROUGH)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-@with_appcontext
 def beat_command(args: Sequence[str]) -> None:
-    """Start Celery beat with every enabled plugin's periodic tasks."""
-    celery_app: Celery = current_app.extensions["celery"]
-    celery_app.start(["beat", *args])
+    """Start Celery beat with every enabled plugin's periodic tasks (no task modules)."""
+    _celery(_app_for(Role(BEAT))).start(["beat", *args])
 
 
 # -- serving ----------------------------------------------------------------------------
@@ -219,12 +363,11 @@ def beat_command(args: Sequence[str]) -> None:
     help="Run a worker beside the server (default: when no BROKER_URL is set).",
 )
 @click.pass_context
-@with_appcontext
 def serve_command(
     ctx: click.Context, host: str, port: int, embedded_worker: bool | None = None
 ) -> None:
     """Serve the API with Werkzeug's server (use gunicorn in production)."""
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _app_for(Role())
     debug = get_debug_flag()
     if debug and is_production(app):
         raise click.ClickException(str(ConfigError("Production never runs the debugger.")))
@@ -249,7 +392,15 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _self_command(ctx: click.Context, *args: str) -> list[str]:
     """The command line that runs ``args`` against this same app."""
-    info = ctx.find_object(ScriptInfo)
-    if info is not None and info.app_import_path:
-        return [sys.executable, "-m", "flask", "--app", info.app_import_path, *args]
-    return [sys.executable, sys.argv[0], *args]
+    info = ctx.ensure_object(ScriptInfo)
+    loader = info if isinstance(info, AppLoader) else AppLoader(info.app_import_path)
+    return loader.command(*args)
+
+
+HOST_COMMANDS: tuple[click.Command, ...] = (
+    serve_command,
+    worker_command,
+    beat_command,
+    plugins_command,
+    new_plugin,
+)

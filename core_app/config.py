@@ -31,8 +31,6 @@ DEFAULTS: dict[str, Any] = {
     # Allowlist of plugin names (None: every installed plugin) and denylist.
     "PLUGINS": None,
     "DISABLED_PLUGINS": [],
-    # Set by `run.py worker NAME`: this process loads only these plugins.
-    "WORKER_PLUGINS": None,
     # "raise": a broken plugin stops start-up; "skip": it is reported and left out.
     # None picks "raise" in production and "skip" otherwise.
     "PLUGIN_ERRORS": None,
@@ -60,7 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_FORM_PARTS": 1000,
 }
 
-_NAME_LISTS = ("PLUGINS", "DISABLED_PLUGINS", "WORKER_PLUGINS")
+_NAME_LISTS = ("PLUGINS", "DISABLED_PLUGINS")
 
 
 def instance_path(test_config: Mapping[str, Any] | None, default: Path) -> Path:

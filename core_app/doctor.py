@@ -1,9 +1,11 @@
 """The doctor: check every installed plugin before it reaches production.
 
-Each plugin is built into an app of its own, in a process of its own, so one plugin's
-failure (or slow import, or side effect) cannot hide another's; then all enabled plugins
-are built together to find conflicts between them. ``python run.py plugins check`` and
-``python -m core_app.doctor`` (which works even when the app refuses to start) run it.
+All enabled plugins are built together, in a process of their own, to find conflicts
+between them; then each enabled plugin is built alone, in a process of its own, so one
+plugin's failure (or slow import, or side effect) cannot hide another's. A plugin that
+``PLUGINS`` / ``DISABLED_PLUGINS`` exclude is not imported unless ``--all`` asks for it.
+``python run.py plugins check`` and ``python -m core_app.doctor`` run it; neither builds
+an app in its own process, so both work whatever state the plugins are in.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from .errors import CoreAppError, PluginDependencyError, PluginError
 from .plugins import PluginHost
 from .records import FAILED, LOADED
 
+#: Report rows that are about the host's settings, not one plugin.
+SETTINGS, WARNING = "(settings)", "warning"
+
 #: Seconds one plugin may take to build an app alone before the doctor gives up on it.
 INSPECT_TIMEOUT = 120
 
@@ -38,7 +43,8 @@ def inspect_plugins(names: Sequence[str] | None) -> list[dict[str, Any]]:
         except CoreAppError as error:
             return [{"name": "(host)", "status": FAILED, "error": str(error)}]
         host: PluginHost = app.extensions["core_app"]
-        return [_describe(host, record.name) for record in host.plugins()]
+        settings = [{"name": SETTINGS, "status": WARNING, "error": w} for w in host.warnings]
+        return [*(_describe(host, record.name) for record in host.plugins()), *settings]
 
 
 def _describe(host: PluginHost, name: str) -> dict[str, Any]:
@@ -52,6 +58,7 @@ def _describe(host: PluginHost, name: str) -> dict[str, Any]:
         requires_core_app=record.source.host_requirement or "",
         compatible=_compatible(record.source),
         error_detail=record.error.as_dict() if record.error else None,
+        excluded=not record.enabled,
     )
     return report
 
@@ -86,20 +93,29 @@ def _inspect_in_subprocess(name: str | None) -> list[dict[str, Any]]:
         return [{"name": name or "(host)", "status": FAILED, "error": tail[0]}]
 
 
-def check() -> list[dict[str, Any]]:
-    """Every installed plugin alone, then all together; one report per plugin."""
+def check(*, include_excluded: bool = False) -> list[dict[str, Any]]:
+    """Every enabled plugin alone, then all together; one report per plugin.
+
+    Plugins that ``PLUGINS`` / ``DISABLED_PLUGINS`` exclude are reported as disabled and
+    never imported, unless ``include_excluded`` asks to check them alone too.
+    """
+    together = _inspect_in_subprocess(None)
+    excluded = {r["name"] for r in together if r.get("status") == "disabled" and r.get("excluded")}
     names = sorted({source.name for source in installed_plugins()})
+    checked = [n for n in names if include_excluded or n not in excluded]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        alone = list(pool.map(_inspect_in_subprocess, names))
-        together = pool.submit(_inspect_in_subprocess, None).result()
+        alone = list(pool.map(_inspect_in_subprocess, checked))
     reports = {
         n: next((r for r in rows if r["name"] == n), None)
-        for n, rows in zip(names, alone, strict=True)
+        for n, rows in zip(checked, alone, strict=True)
     }
     result = []
     for name in names:
-        report = reports[name] or {"name": name, "status": FAILED, "error": "not reported"}
         combined = next((r for r in together if r["name"] == name), None)
+        if name not in reports:
+            result.append(combined or {"name": name, "status": FAILED, "error": "not reported"})
+            continue
+        report = reports[name] or {"name": name, "status": FAILED, "error": "not reported"}
         if _needs_others(report) and combined and combined["status"] == LOADED:
             # Alone, its dependencies are left out by construction; together they load.
             report = combined
@@ -111,7 +127,7 @@ def check() -> list[dict[str, Any]]:
                 "error_detail": combined.get("error_detail"),
             }
         result.append(report)
-    result += [r for r in together if r["name"] == "(host)"]
+    result += [r for r in together if r["name"] in ("(host)", SETTINGS)]
     return result
 
 
@@ -126,6 +142,9 @@ def format_report(reports: list[dict[str, Any]]) -> str:
         f"core-app {host_version()}: checking {len(reports)} plugin(s), each alone, then together."
     ]
     for r in reports:
+        if r["status"] == WARNING:
+            lines.append(f"\n{r['name']}: WARNING\n  {r['error']}")
+            continue
         origin = f"{r.get('distribution')} {r.get('version')}"
         lines.append(
             f"\n{r['name']} ({origin}): {'OK' if r['status'] != FAILED else 'FAILED'}"
@@ -133,6 +152,7 @@ def format_report(reports: list[dict[str, Any]]) -> str:
         )
         if r["status"] == FAILED:
             lines.append(f"  {r['error']}")
+        if r["status"] != LOADED:
             continue
         lines.append(f"  import: {r['import_ms']} ms; hooks: {', '.join(r['hooks']) or 'none'}")
         lines.append(f"  routes: {r['routes']} under {r['url_prefix'] or '-'}")
@@ -152,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["--inspect"]:
         print(json.dumps(inspect_plugins(args[1:] or None), default=str))
         return 0
-    reports = check()
+    reports = check(include_excluded="--all" in args)
     print(
         json.dumps(reports, indent=2, default=str) if "--json" in args else format_report(reports)
     )

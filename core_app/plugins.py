@@ -1,9 +1,10 @@
 """Load plugins into a pluggy manager and keep one record per plugin.
 
-Loading follows tox's order: add the hookspecs, register the built-ins, register every
-enabled plugin, then ``check_pending`` so that a misspelt hook is an error. Each hook is
-called for one plugin at a time, so every failure names the plugin that caused it; in
-lenient mode that plugin is unregistered and reported while the others carry on.
+Loading follows tox's order: add the hookspecs, register the built-ins, register the
+plugins this process's role needs, then ``check_pending`` so that a misspelt hook is an
+error. Each hook is called for one plugin at a time (see :mod:`core_app.hookspecs`), so
+every result and every failure belongs to the plugin whose implementation produced it;
+in lenient mode a failing plugin is unregistered and reported while the others carry on.
 """
 
 from __future__ import annotations
@@ -11,34 +12,44 @@ from __future__ import annotations
 import graphlib
 import logging
 import time
-from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import pluggy
 from flask import Flask
 
 from . import hookspecs
+from .config import is_production
 from .dependencies import cycle_errors, dependency_error, load_order
 from .discovery import PluginSource, check_host_version, installed_plugins
 from .errors import (
+    ConfigError,
     PluginConflictError,
     PluginDeclarationError,
     PluginError,
     PluginHookError,
     PluginImportError,
 )
-from .records import DISABLED, FAILED, PluginRecord
+from .records import DISABLED, FAILED, LOADED, PluginRecord
+from .roles import Role
 
 log = logging.getLogger("core_app.plugins")
+
+#: pluggy implementation options that change how a hook is called. Each hook is called
+#: for one plugin at a time, where these would mean nothing, so they are refused.
+UNSUPPORTED_OPTIONS = ("wrapper", "hookwrapper", "tryfirst", "trylast", "optionalhook")
 
 
 class PluginHost:
     """The plugin manager of one app, with a record of every plugin seen."""
 
-    def __init__(self, app: Flask, extra_plugins: Mapping[str, object] | None = None) -> None:
+    def __init__(
+        self, app: Flask, role: Role, extra_plugins: Mapping[str, object] | None = None
+    ) -> None:
         self.app = app
-        self.strict = app.config["PLUGIN_ERRORS"] == "raise"
+        self.role = role
+        self.strict = app.config["PLUGIN_ERRORS"] == "raise" and not role.lenient
         self.trace = bool(app.config["TRACE_HOOKS"])
         if self.trace and not log.handlers:  # tracing is asked for: show it unconfigured too
             log.addHandler(logging.StreamHandler())
@@ -46,7 +57,10 @@ class PluginHost:
         self.pm = pluggy.PluginManager("core_app")
         self.pm.add_hookspecs(hookspecs)
         self.records: dict[str, PluginRecord] = {}
+        #: Settings that name no installed plugin (an error in production).
+        self.warnings: list[str] = []
         self._extra = dict(extra_plugins or {})
+        #: Each plugin's implementation of each hook, read from pluggy at registration.
         self._impls: dict[str, dict[str, pluggy.HookImpl]] = {}
 
     # -- queries -------------------------------------------------------------------------
@@ -54,6 +68,10 @@ class PluginHost:
     def active(self, *, builtins: bool = True) -> list[PluginRecord]:
         """Loaded plugins in load order (dependencies first, then by name)."""
         return [r for r in self.records.values() if r.active and (builtins or not r.builtin)]
+
+    def served(self) -> list[PluginRecord]:
+        """Loaded plugins this process serves (not those loaded only as dependencies)."""
+        return [r for r in self.active(builtins=False) if self.role.serves(r.name)]
 
     def plugins(self) -> list[PluginRecord]:
         """Every plugin but the built-ins, by name: what the report shows."""
@@ -78,13 +96,16 @@ class PluginHost:
     # -- loading -------------------------------------------------------------------------
 
     def load(self, builtins: Iterable[PluginSource]) -> None:
-        """Discover, filter, import and register every plugin, then order them."""
+        """Discover and filter every plugin, import those this process's role needs (and
+        what they depend on), then check their hooks and order them."""
         for source in builtins:
             record = self.records[source.name] = PluginRecord(source, builtin=True)
             self._import_and_register(record)
         cache = self.app.instance_path if self.app.config["DISCOVERY_CACHE"] else None
-        sources = [*installed_plugins(cache), *self._extra_sources()]
-        for name, group in _group_by_name(sources).items():
+        groups = _group_by_name([*installed_plugins(cache), *self._extra_sources()])
+        self._check_names_in_settings(set(groups))
+        wanted: list[PluginRecord] = []
+        for name, group in groups.items():
             record = self.records.setdefault(name, PluginRecord(group[0]))
             if record.builtin:
                 self.fail(PluginRecord(group[0]), _name_taken_by_host(group[0]))
@@ -93,14 +114,68 @@ class PluginHost:
                 record.status, record.reason = DISABLED, "excluded by PLUGINS / DISABLED_PLUGINS"
             elif len(group) > 1:
                 self.fail(record, _duplicate_name(group))
+            elif not self.role.serves(name):
+                record.status = DISABLED
+                record.reason = f"not needed by this process ({self.role.describe()})"
             else:
-                self._load_one(record)
+                wanted.append(record)
+        self._load_with_dependencies(wanted)
         self._check_pending()
-        self._index_hookimpls()
         self._order_by_dependencies()
 
     def _extra_sources(self) -> list[PluginSource]:
         return [PluginSource(name, repr(obj), obj=obj) for name, obj in self._extra.items()]
+
+    def _check_names_in_settings(self, installed: set[str]) -> None:
+        """A plugin name that matches no installed plugin is a typo until shown otherwise:
+        an allowlist with a typo would start a production host with no plugins at all."""
+        config = self.app.config
+        named = {
+            "PLUGINS": config["PLUGINS"] or [],
+            "DISABLED_PLUGINS": config["DISABLED_PLUGINS"],
+            "PLUGIN_URL_PREFIXES": list(config["PLUGIN_URL_PREFIXES"]),
+            "PLUGIN_QUEUES": list(config["PLUGIN_QUEUES"]),
+        }
+        known = ", ".join(sorted(installed)) or "none"
+        for key, names in named.items():
+            unknown = sorted(set(names) - installed)
+            if not unknown:
+                continue
+            message = (
+                f"{key} names {', '.join(map(repr, unknown))}, but no such plugin is "
+                f"installed (installed: {known}). Fix the spelling, install the plugin, or "
+                f"remove the name from CORE_APP_{key}."
+            )
+            if is_production(self.app):
+                raise ConfigError(message)
+            log.warning(message)
+            self.warnings.append(message)
+        missing = sorted(set(self.role.plugins or ()) - installed)
+        if missing:
+            raise ConfigError(
+                f"This process serves {', '.join(map(repr, missing))}, but no such plugin "
+                f"is installed (installed: {known})."
+            )
+
+    def _load_with_dependencies(self, wanted: list[PluginRecord]) -> None:
+        """Import the wanted plugins, then the plugins they need, transitively."""
+        pending, seen = list(wanted), {record.name for record in wanted}
+        while pending:
+            record = pending.pop(0)
+            record.status, record.reason = LOADED, None
+            self._load_one(record)
+            if not record.active:
+                continue
+            try:
+                self._read_dependencies(record)
+            except PluginError as error:
+                self.fail(record, error)
+                continue
+            for name in sorted(record.dependencies):
+                needed = self.records.get(name)
+                if needed is not None and needed.enabled and name not in seen:
+                    seen.add(name)
+                    pending.append(needed)
 
     def _load_one(self, record: PluginRecord) -> None:
         if not record.name.isidentifier():
@@ -113,11 +188,6 @@ class PluginHost:
                     "e.g. 'my_plugin' instead of 'my-plugin'.",
                 ),
             )
-            return
-        elsewhere = self.app.config["WORKER_PLUGINS"]
-        if elsewhere is not None and record.name not in elsewhere:
-            record.status = DISABLED
-            record.reason = f"not loaded by this worker (it serves {', '.join(elsewhere)})"
             return
         try:
             check_host_version(record.source)
@@ -156,16 +226,34 @@ class PluginHost:
         try:
             self.pm.register(record.obj, name=record.name)
         except (ValueError, pluggy.PluginValidationError) as exc:
-            self.fail(
-                record,
-                PluginHookError(
-                    record.name,
-                    f"its hooks cannot be registered: {exc}",
-                    "make each @core_app.hookimpl match its hookspec in core_app.hookspecs "
-                    "(same name, arguments a subset of the spec's), and give each plugin "
-                    "its own module or object.",
-                ),
-            )
+            self._refuse_hooks(record, str(exc))
+            return
+        impls = self._own_hookimpls(record)
+        refused = _refused_options(impls)
+        if refused:
+            self._refuse_hooks(record, refused)
+            return
+        self._impls[record.name] = {hook: found[0] for hook, found in impls.items()}
+
+    def _own_hookimpls(self, record: PluginRecord) -> dict[str, list[pluggy.HookImpl]]:
+        """The plugin's implementations by hook name, as pluggy registered them."""
+        return {
+            caller.name: [i for i in caller.get_hookimpls() if i.plugin is record.obj]
+            for caller in self.pm.get_hookcallers(record.obj) or []
+        }
+
+    def _refuse_hooks(self, record: PluginRecord, cause: str) -> None:
+        self.fail(
+            record,
+            PluginHookError(
+                record.name,
+                f"its hooks cannot be registered: {cause}",
+                "make each @core_app.hookimpl match its hookspec in core_app.hookspecs "
+                "(same name, arguments a subset of the spec's, one implementation per hook, "
+                "no wrapper/tryfirst/trylast/optionalhook), and give each plugin its own "
+                "module or object.",
+            ),
+        )
 
     def _check_pending(self) -> None:
         """pluggy's check, one offender at a time, so each is named and the rest stay."""
@@ -187,18 +275,13 @@ class PluginHost:
                     ),
                 )
 
-    def _index_hookimpls(self) -> None:
-        """Group hook implementations by plugin, so calling one plugin's is cheap."""
-        for hook_name in self.pm.hook.__dict__:
-            caller = getattr(self.pm.hook, hook_name)
-            if isinstance(caller, pluggy.HookCaller):
-                for impl in caller.get_hookimpls():
-                    self._impls.setdefault(impl.plugin_name, {})[hook_name] = impl
-
     # -- calling hooks -------------------------------------------------------------------
 
     def implemented_hooks(self, name: str) -> list[str]:
-        return sorted(self._impls.get(name, {}))
+        """The hooks a plugin implements, as pluggy knows them."""
+        plugin = self.pm.get_plugin(name)
+        callers = self.pm.get_hookcallers(plugin) if plugin is not None else None
+        return sorted(caller.name for caller in callers or [])
 
     def call(self, record: PluginRecord, hook_name: str, **kwargs: Any) -> Any:
         """Call one plugin's implementation of a hook; a raise becomes PluginHookError."""
@@ -245,7 +328,6 @@ class PluginHost:
     # -- dependencies --------------------------------------------------------------------
 
     def _order_by_dependencies(self) -> None:
-        self.each(self._read_dependencies, builtins=False)
         changed = True
         while changed:  # a plugin whose dependency failed fails too
             changed = False
@@ -277,6 +359,22 @@ class PluginHost:
             for name, error in cycle_errors(exc.args[1]).items():
                 self.fail(self.records[name], error)
             return self._topological_order()
+
+
+def _refused_options(impls: Mapping[str, list[pluggy.HookImpl]]) -> str:
+    """Why these implementations cannot be called as the hookspecs say, or ''."""
+    for hook, found in sorted(impls.items()):
+        if len(found) > 1:
+            where = ", ".join(impl.function.__qualname__ for impl in found)
+            return f"{hook} is implemented {len(found)} times ({where}); one is called."
+        options = [o for o in UNSUPPORTED_OPTIONS if getattr(found[0], o)]
+        if options:
+            return (
+                f"{found[0].function.__qualname__} implements {hook} with "
+                f"{', '.join(o + '=True' for o in options)}, which core_app does not honour "
+                "(each plugin's implementation is called on its own)."
+            )
+    return ""
 
 
 def _group_by_name(sources: Iterable[PluginSource]) -> dict[str, list[PluginSource]]:

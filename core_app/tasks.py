@@ -182,8 +182,12 @@ def _has_tasks_module(package: str) -> bool:
 
 
 def _import_task_modules(host: PluginHost, record: PluginRecord) -> None:
-    """Import the plugin's task modules; their tasks register themselves (shared_task)."""
+    """Import the task modules of a plugin this process serves; their tasks register
+    themselves (shared_task). Beat, and a worker for the plugins that depend on this one,
+    send its tasks by name and import none of them."""
     record.queue = queue_name(host.app, record.name)
+    if not (host.role.imports_tasks and host.role.serves(record.name)):
+        return
     declared = host.call(record, "core_app_task_modules")
     if declared is None:
         modules = _default_task_modules(record)

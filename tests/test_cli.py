@@ -149,9 +149,10 @@ def test_refused_start_for_a_broken_plugin_prints_the_plugin_error(fake_dist, tm
         CORE_APP_PLUGINS="broken",
         PYTHONPATH=os.pathsep.join([str(broken.path), os.environ.get("PYTHONPATH", "")]),
     )
-    result = _run("run.py", "plugins", env=env)
-    assert result.returncode != 0
+    result = _run("run.py", "routes", env=env)
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.startswith("core_app refused to start.\n\n")
     assert "'broken'" in result.stderr
     assert f"{broken.name} {broken.version}" in result.stderr
     assert "Fix:" in result.stderr

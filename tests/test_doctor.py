@@ -298,15 +298,19 @@ def test_a_plugin_with_a_dependency_passes_when_its_dependency_is_installed(tmp_
 
 
 def test_module_doctor_works_when_the_app_refuses_to_start(tmp_path, broken):
-    """With a broken plugin in strict mode ``run.py`` cannot even be imported, so
-    ``run.py plugins check`` is out of reach; ``python -m core_app.doctor`` still is."""
+    """With a broken plugin in strict mode the app refuses to start, yet ``run.py
+    plugins check`` and ``python -m core_app.doctor`` both report every plugin."""
     paths = [broken["good"].path, broken["explodes"].path]
     env = subprocess_env(
         tmp_path, paths, CORE_APP_PLUGINS="good,explodes", CORE_APP_PLUGIN_ERRORS="raise"
     )
-    refused = _run(["run.py", "plugins"], env)
-    assert refused.returncode != 0
+    refused = _run(["run.py", "routes"], env)
+    assert refused.returncode == 1
     assert "core_app refused to start." in refused.stderr
+
+    via_run_py = _run(["run.py", "plugins", "check"], env)
+    assert via_run_py.returncode == 1, via_run_py.stdout + via_run_py.stderr
+    assert "kaboom at import" in _blocks(via_run_py.stdout)["explodes"]
 
     result = _run(["-m", "core_app.doctor"], env)
     assert result.returncode == 1, result.stdout + result.stderr

@@ -127,6 +127,9 @@ class TestAPluginDisabledInThisApp:
 #: Run in a fresh interpreter, where no plugin module was imported before create_app.
 PROBE = """
 import json, sys
+from core_app import roles
+if sys.argv[1:]:  # what `python run.py worker NAME` declares before it imports run
+    roles.assume(roles.Role.worker(sys.argv[1:]))
 from run import app
 from core_app import TaskUnavailable, send_task
 
@@ -145,24 +148,24 @@ print(json.dumps({
 
 
 @pytest.mark.parametrize(
-    ("settings", "send_email"),
+    ("settings", "served", "send_email"),
     [
-        pytest.param({"CORE_APP_PLUGINS": "shop"}, "TaskUnavailable", id="allowlist"),
+        pytest.param({"CORE_APP_PLUGINS": "shop"}, [], "TaskUnavailable", id="allowlist"),
         pytest.param(
-            {"CORE_APP_DISABLED_PLUGINS": "notifications"}, "TaskUnavailable", id="denylist"
+            {"CORE_APP_DISABLED_PLUGINS": "notifications"}, [], "TaskUnavailable", id="denylist"
         ),
         # A worker for shop loads only shop, yet reaches the enabled notifications by name.
-        pytest.param({"CORE_APP_WORKER_PLUGINS": "shop"}, "queued", id="shop-worker"),
+        pytest.param({}, ["shop"], "queued", id="shop-worker"),
     ],
 )
 def test_a_plugin_not_loaded_in_a_process_registers_no_task_there(
-    redis_url, redis_server, tmp_path, settings, send_email
+    redis_url, redis_server, tmp_path, settings, served, send_email
 ):
     env = clean_env(
         CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(tmp_path / "i"), **settings
     )
     done = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", PROBE, *served],
         cwd=REPO,
         env=env,
         capture_output=True,

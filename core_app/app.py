@@ -13,7 +13,7 @@ from flask.helpers import get_debug_flag
 
 from . import builtins, roles
 from .cli import init_cli
-from .config import instance_path, is_production, load_config, plugin_namespace
+from .config import PRODUCTION, instance_path, load_config, plugin_namespace
 from .errors import ConfigError, PluginConflictError, PluginDeclarationError
 from .mounting import CoreApp, Mounter
 from .plugins import PluginHost
@@ -44,8 +44,10 @@ def create_app(
     role = role or roles.current()
     instance = instance_path(test_config, Path.cwd() / "instance")
     app = CoreApp("core_app", instance_path=str(instance), static_folder=None)
-    load_config(app, test_config)
-    _refuse_debugger_in_production(app)
+    try:
+        load_config(app, test_config)
+    finally:  # ENV is read even when another setting is refused
+        _refuse_debugger_in_production(app)
     instance.mkdir(parents=True, exist_ok=True)
 
     host = PluginHost(app, role, plugins)
@@ -63,21 +65,26 @@ def create_app(
     host.each(lambda record: host.call(record, "core_app_ready", app=app))
     _refuse_routes_of_failed_plugins(app, host)
     unregister_inactive_tasks(app, host)
+    app.remember_mounted()
     return app
 
 
 def _refuse_debugger_in_production(app: Flask) -> None:
-    """``flask --app run run --debugger`` (or ``--debug``) would wrap the app in the
-    Werkzeug debugger, outside anything the app controls: refuse to be built for it."""
-    if not is_production(app):
+    """``flask --app run run --debugger`` (or ``--debug``) wraps the app in the Werkzeug
+    debugger, outside anything the app controls, and Flask's reloader serves even an app
+    that failed to build through it. So in production, under Flask's ``run`` with the
+    debugger on, the process exits: an exception would be caught and served."""
+    if app.config.get("ENV") != PRODUCTION:
         return
     ctx = click.get_current_context(silent=True)
     while ctx is not None:
         if "debugger" in ctx.params and (ctx.params["debugger"] or get_debug_flag()):
-            raise ConfigError(
+            error = ConfigError(
                 "Production never runs the debugger: drop --debugger / --debug / "
-                "FLASK_DEBUG, and serve with gunicorn (see README, Production deployment)."
+                "FLASK_DEBUG, and serve with gunicorn (see the README, Production deployment)."
             )
+            click.echo(f"core_app refused to start.\n\n{error}", err=True)
+            raise SystemExit(1)
         ctx = ctx.parent
 
 

@@ -1,9 +1,18 @@
 """Hook specifications: the contract between the host and its plugins.
 
 A plugin implements any of these with ``@core_app.hookimpl``; a function whose name
-starts with ``core_app_`` but matches no hook here is an error, not silence. The host
-calls each plugin's implementation separately, so a failure is always attributed to
-the plugin that caused it. Hooks are listed in the order the host calls them.
+starts with ``core_app_`` but matches no hook here is an error, not silence.
+
+How every hook is called: once per plugin, for each plugin on its own, in load order
+(the plugins it depends on first, then by name). What one plugin's implementation
+returns belongs to that plugin (its blueprint, its tasks, its checks), and what it
+raises fails that plugin alone, named in the error. Because no call ever combines two
+plugins' implementations, pluggy's options that order or wrap implementations across
+plugins (``wrapper``, ``hookwrapper``, ``tryfirst``, ``trylast``) and ``optionalhook``
+mean nothing here: an implementation that uses one, or a second implementation of the
+same hook in one plugin (``specname``), is refused when the plugin is registered. A
+hook a plugin does not implement is skipped for it; ``None`` means "nothing to declare".
+Hooks are listed in the order the host calls them.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ hookimpl = pluggy.HookimplMarker("core_app")
 # --------------------------------------------------------------------------------------
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_dependencies() -> Mapping[str, str] | None:
     """Name the plugins this plugin needs.
 
@@ -34,11 +43,11 @@ def core_app_dependencies() -> Mapping[str, str] | None:
 
     :return: a mapping of plugin name to a version specifier (``""`` for any version),
         for example ``{"notifications": ">=1.0"}``. Missing or incompatible plugins and
-        cycles are a ``PluginDependencyError``. Stops at first non-None result.
+        cycles are a ``PluginDependencyError``.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_config_defaults() -> Mapping[str, Any] | None:
     """Declare the plugin's configuration keys and their defaults.
 
@@ -47,11 +56,11 @@ def core_app_config_defaults() -> Mapping[str, Any] | None:
     :return: a mapping of upper-case key to default. Keys are placed in the plugin's
         namespace: plugin ``shop`` returning ``{"DB_NAME": "shop.db"}`` defines
         ``SHOP_DB_NAME``, which the settings file, ``CORE_APP_SHOP_DB_NAME`` or
-        ``create_app(test_config)`` override. Stops at first non-None result.
+        ``create_app(test_config)`` override.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_blueprint(app: Flask) -> Blueprint | None:
     """Return the plugin's blueprint.
 
@@ -60,11 +69,10 @@ def core_app_blueprint(app: Flask) -> Blueprint | None:
     :param app: the app being built; read ``app.config`` here, do not add routes to it.
     :return: a ``flask.Blueprint`` whose ``url_prefix`` is set (``PLUGIN_URL_PREFIXES``
         in the host config overrides it). Nest blueprints inside it for more.
-        Stops at first non-None result.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_task_modules() -> Sequence[str] | None:
     """Name the modules that define the plugin's Celery tasks.
 
@@ -73,40 +81,38 @@ def core_app_task_modules() -> Sequence[str] | None:
 
     :return: importable module names. Every task defined in them (plain
         ``@shared_task``) belongs to this plugin and is routed to its queue.
-        Stops at first non-None result.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_beat_schedule() -> Mapping[str, Mapping[str, Any]] | None:
     """Declare periodic tasks for ``run.py beat``.
 
     Called once while the app is built.
 
     :return: Celery beat entries (each with ``task`` and ``schedule``) by name; the host
-        prefixes each name with ``<plugin>.``. Stops at first non-None result.
+        prefixes each name with ``<plugin>.``.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_health_checks() -> Mapping[str, Callable[[], object]] | None:
     """Declare readiness checks reported by ``GET /ready``.
 
     Called once while the app is built; the checks run on every ``/ready`` request.
 
     :return: check callables by name. A check passes when it returns without raising;
-        a raise makes ``/ready`` answer 503. Stops at first non-None result.
+        a raise makes ``/ready`` answer 503.
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def core_app_cli_commands() -> Iterable[click.Command] | None:
     """Add commands to ``python run.py <plugin> ...`` (and ``flask <plugin> ...``).
 
     Called once while the app is built.
 
-    :return: click commands, grouped under the plugin's name. Stops at first non-None
-        result.
+    :return: click commands, grouped under the plugin's name.
     """
 
 

@@ -40,9 +40,3 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
         if filename.startswith(str(root)):
             del sys.modules[module_name]
     rescan()
-
-
-@pytest.fixture(autouse=True)
-def _keep_excepthook(monkeypatch: pytest.MonkeyPatch) -> None:
-    """create_app replaces sys.excepthook when it refuses to start; undo that."""
-    monkeypatch.setattr(sys, "excepthook", sys.excepthook)

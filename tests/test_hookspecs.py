@@ -16,6 +16,7 @@ from fakes import blueprint_source, config
 from core_app import (
     PluginConflictError,
     PluginDeclarationError,
+    PluginHookError,
     PluginImportError,
     create_app,
     hookspecs,
@@ -425,3 +426,69 @@ def test_core_app_ready_is_called_once_with_the_finished_app(fake_dist, tmp_path
     assert called_with is app
     assert "/api/ready_hook/ping" in rules and "/api/other_one/ping" in rules
     assert sealed is True
+
+
+# -- how hooks are called ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "option", ["wrapper", "hookwrapper", "tryfirst", "trylast", "optionalhook"]
+)
+def test_core_app_ready_with_an_option_the_host_cannot_honour_is_refused(
+    fake_dist, tmp_path, option
+):
+    """A wrapper core_app_ready used to be called as a plain function: it returned a
+    generator and its body never ran. Every such option is now refused by name."""
+    body = f"""
+    @hookimpl({option}=True)
+    def core_app_ready(app):
+        yield
+    """
+    dist = fake_dist("optioned", blueprint_source("optioned", body=body), version="2.1.0")
+    with pytest.raises(PluginHookError) as caught:
+        create_app(config(tmp_path, ["optioned"], PLUGIN_ERRORS="raise"))
+    message = str(caught.value)
+    assert "'optioned'" in message and f"{dist.name} 2.1.0" in message
+    assert f"core_app_ready with {option}=True" in message
+
+    app = create_app(config(tmp_path, ["optioned", "shop"], PLUGIN_ERRORS="skip"))
+    records = app.extensions["core_app"].records
+    assert records["optioned"].failed and records["shop"].active
+    assert "/api/optioned/ping" not in {r.rule for r in app.url_map.iter_rules()}
+
+
+def test_core_app_blueprint_implemented_twice_in_one_plugin_is_refused(fake_dist, tmp_path):
+    """With specname, a second implementation used to replace the first silently."""
+    body = """
+    from flask import Blueprint as _Blueprint
+
+    @hookimpl(specname="core_app_blueprint")
+    def another_blueprint(app):
+        return _Blueprint("twice_other", __name__, url_prefix="/api/twice_other")
+    """
+    fake_dist("twice", blueprint_source("twice", body=body))
+    with pytest.raises(PluginHookError) as caught:
+        create_app(config(tmp_path, ["twice"], PLUGIN_ERRORS="raise"))
+    message = str(caught.value)
+    assert "core_app_blueprint is implemented 2 times" in message
+    assert "another_blueprint" in message and "core_app_blueprint" in message
+
+
+def test_implemented_hooks_come_from_pluggy(fake_dist, tmp_path):
+    fake_dist("hooked", blueprint_source("hooked", body=_ready_recorder("hooked")))
+    app = create_app(config(tmp_path, ["hooked"], PLUGIN_ERRORS="raise"))
+    host = app.extensions["core_app"]
+    assert host.implemented_hooks("hooked") == ["core_app_blueprint", "core_app_ready"]
+    plugin = host.pm.get_plugin("hooked")
+    assert sorted(c.name for c in host.pm.get_hookcallers(plugin)) == host.implemented_hooks(
+        "hooked"
+    )
+
+
+def test_no_hookspec_claims_firstresult_since_each_plugin_is_called_alone():
+    for name in _hookspec_names():
+        opts = getattr(hookspecs, name).core_app_spec
+        assert not opts.get("firstresult"), name
+    reference = (TESTS.parent / "docs" / "hooks.md").read_text()
+    assert "first non-None" not in reference
+    assert "for each plugin on its own" in reference

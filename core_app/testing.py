@@ -72,12 +72,12 @@ def child_venv(path: Path, *, with_pip: bool = False) -> Path:
     ``with_pip`` it gets its own pip. Returns the path of its ``python``.
     """
     path = Path(path)
-    if not with_pip:
-        command = [sys.executable, "-m", "venv", "--without-pip", str(path)]
-    elif importlib.util.find_spec("virtualenv") is not None:  # bundles pip: fast, no ensurepip
-        command = [sys.executable, "-m", "virtualenv", "--quiet", str(path)]
+    if importlib.util.find_spec("virtualenv") is not None:  # bundles pip: needs no ensurepip
+        seed = [] if with_pip else ["--no-seed"]
+        command = [sys.executable, "-m", "virtualenv", "--quiet", *seed, str(path)]
     else:
-        command = [sys.executable, "-m", "venv", str(path)]
+        seed = [] if with_pip else ["--without-pip"]
+        command = [sys.executable, "-m", "venv", *seed, str(path)]
     made = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if made.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {made.returncode}:\n{made.stderr}")

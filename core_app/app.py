@@ -21,6 +21,7 @@ from .records import PluginRecord
 from .responses import register_error_handlers
 from .roles import Role
 from .tasks import celery_init_app, unregister_inactive_tasks
+from .wrappers import HostRequest
 
 log = logging.getLogger("core_app")
 
@@ -44,6 +45,7 @@ def create_app(
     role = role or roles.current()
     instance = instance_path(test_config, Path.cwd() / "instance")
     app = CoreApp("core_app", instance_path=str(instance), static_folder=None)
+    app.request_class = HostRequest  # JSON bodies: 400, never a 500 (wrappers.py)
     try:
         load_config(app, test_config)
     finally:  # ENV is read even when another setting is refused

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fakes import blueprint_source, config
 
@@ -105,3 +107,127 @@ def test_ready_is_json(app):
     assert body["checks"]["broker"] == {"ok": True}
     assert body["plugins"]["loaded"] == ["errors"]
     assert body["plugins"]["failed"] == []
+
+
+# -- JSON bodies that parse but no route can use: 400, decided by the host -------------
+
+#: ~1,000 levels: json.loads raises RecursionError (not ValueError) before the fix.
+DEEP = "[" * 1000 + "]" * 1000
+DEEP_OBJECT = '{"a":' * 1000 + "1" + "}" * 1000
+#: Deep enough to parse, too deep to pass MAX_JSON_DEPTH (and to echo safely).
+MEDIUM = "[" * 500 + "]" * 500
+#: Lone surrogates: as a JSON escape, as a key, and encoded in the raw bytes.
+LONE_ESCAPE = '{"name": "\\ud800", "email": "ann@example.org"}'
+LONE_KEY = '{"\\udfff": 1, "name": "Ann", "email": "ann@example.org"}'
+LONE_RAW = b'{"name": "\xed\xa0\x80", "email": "ann@example.org"}'
+
+BAD_JSON = {
+    "deep array": DEEP,
+    "deep object": DEEP_OBJECT,
+    "medium": MEDIUM,
+    "lone escape": LONE_ESCAPE,
+    "lone key": LONE_KEY,
+    "lone raw": LONE_RAW,
+}
+
+JSON_BODY = """
+from flask import request
+
+
+@blueprint.post("/json")
+def takes_json():
+    return {"got": request.get_json()}
+
+
+@blueprint.post("/optional")
+def optional_json():
+    return {"silent": request.get_json(silent=True)}
+"""
+
+
+@pytest.fixture
+def json_app(fake_dist, tmp_path):
+    fake_dist("jsonic", blueprint_source("jsonic", body=JSON_BODY))
+    return create_app(config(tmp_path, ["jsonic"], PLUGIN_ERRORS="raise"))
+
+
+@pytest.mark.parametrize("body", list(BAD_JSON.values()), ids=list(BAD_JSON))
+def test_unusable_json_is_a_400_from_the_host(json_app, tmp_path, body):
+    """get_json() raises the host's 400 (not a RecursionError or UnicodeEncodeError
+    500); get_json(silent=True) returns None, as for any invalid JSON."""
+    client = json_app.test_client()
+    response = client.post("/api/jsonic/json", data=body, content_type="application/json")
+    body_json = _assert_clean_json_error(response, 400, tmp_path)
+    assert set(body_json) == {"error", "message", "status"}
+    assert "JSON body" in body_json["message"], body_json
+    silent = client.post("/api/jsonic/optional", data=body, content_type="application/json")
+    assert silent.status_code == 200 and silent.get_json() == {"silent": None}
+
+
+def test_max_json_depth_is_a_setting_and_counts_nesting_not_brackets(json_app, tmp_path):
+    app = create_app(config(tmp_path / "three", ["jsonic"], MAX_JSON_DEPTH=3))
+    client = app.test_client()
+    three = client.post("/api/jsonic/json", json=[[[1]]])
+    assert three.status_code == 200 and three.get_json() == {"got": [[[1]]]}
+    four = client.post("/api/jsonic/json", json=[[[[1]]]])
+    assert four.status_code == 400 and "deeper than 3" in four.get_json()["message"]
+
+    # With the default limit: what real clients send still parses.
+    client = json_app.test_client()
+    assert client.post("/api/jsonic/json", json=[[[[1]]]]).status_code == 200
+    fine = [
+        json.dumps([[{"a": [1, 2, {"b": "c"}]}]] * 300),  # many brackets, little depth
+        "[" * 50 + "]" * 50,
+        json.dumps({"emoji": "\U0001f600"}, ensure_ascii=False),
+        '{"escaped": "\\\\ud800 is text, not a surrogate"}',
+        '["\\ud83d\\ude00"]',  # an escaped surrogate pair is one code point
+    ]
+    for raw in fine:
+        response = client.post("/api/jsonic/json", data=raw, content_type="application/json")
+        assert response.status_code == 200, (raw[:60], response.get_json())
+    pair = client.post("/api/jsonic/json", data=fine[-1], content_type="application/json")
+    assert pair.get_json() == {"got": ["\U0001f600"]}
+
+
+@pytest.fixture
+def example_client(tmp_path):
+    app = create_app(config(tmp_path, ["shop", "notifications"], PLUGIN_ERRORS="raise"))
+    return app.test_client()
+
+
+EXAMPLE_ROUTES = ["/api/shop/users", "/api/shop/purchases", "/api/notifications/emails"]
+
+
+@pytest.mark.parametrize("url", EXAMPLE_ROUTES)
+@pytest.mark.parametrize("body", [DEEP, DEEP_OBJECT], ids=["deep array", "deep object"])
+def test_example_plugin_routes_answer_400_to_deep_json(example_client, tmp_path, url, body):
+    response = example_client.post(url, data=body, content_type="application/json")
+    found = _assert_clean_json_error(response, 400, tmp_path)
+    assert {"error", "message", "status"} <= set(found)
+
+
+#: A body each example route would accept, but for a lone surrogate in one text field.
+SURROGATE_BODIES = {
+    "/api/shop/users": '{"name": "Ann \\ud800", "email": "ann@example.org"}',
+    "/api/shop/purchases": '{"user_id": 1, "item": "tea \\udbff", "quantity": 1, "price_cents": 1}',
+    "/api/notifications/emails": '{"to": "ann@example.org", "subject": "Hi", "body": "\\udc80"}',
+}
+
+
+@pytest.mark.parametrize("url", list(SURROGATE_BODIES))
+@pytest.mark.parametrize("encoded", [False, True], ids=["escaped", "raw bytes"])
+def test_example_plugin_routes_answer_400_to_lone_surrogates(
+    example_client, tmp_path, url, encoded
+):
+    """Before the host refused them these reached SQLite (500) or the task queue (202)."""
+    user = example_client.post("/api/shop/users", json={"name": "Bo", "email": "bo@example.org"})
+    assert user.status_code == 201 and user.get_json()["id"] == 1
+    raw = SURROGATE_BODIES[url].encode()
+    if encoded:  # the same code point as (invalid) UTF-8 bytes instead of an escape
+        value = json.loads(raw)
+        raw = json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        assert b"\\u" not in raw and b"\xed" in raw
+    response = example_client.post(url, data=raw, content_type="application/json")
+    _assert_clean_json_error(response, 400, tmp_path)
+    assert example_client.get("/api/shop/users").get_json()["users"] == [user.get_json()]
+    assert example_client.get("/api/shop/purchases").get_json()["purchases"] == []

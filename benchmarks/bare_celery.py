@@ -8,10 +8,13 @@ so both workers run the same code. With ``BENCH_BARE_SETTINGS=core`` the app als
 core_app's delivery settings (``core_app.tasks.delivery_defaults``) and a Redis result
 backend, to tell the cost of those settings from the cost of the host;
 ``BENCH_BARE_OVERRIDES`` (JSON) then changes single settings, to find which one costs.
+``BENCH_TASK_MODULE`` names another task module to import instead (the worker start-up
+benchmark: ``benchplug_0000.tasks``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from types import SimpleNamespace
@@ -28,4 +31,5 @@ if os.environ.get("BENCH_BARE_SETTINGS") == "core":
     app.conf.update(settings, result_backend=broker)
 app.conf.update(json.loads(os.environ.get("BENCH_BARE_OVERRIDES", "{}")))
 
-import benchnoop.tasks  # noqa: E402, F401  (registers benchnoop.noop on this app)
+# registers the module's tasks (benchnoop.noop by default) on this app
+importlib.import_module(os.environ.get("BENCH_TASK_MODULE", "benchnoop.tasks"))

@@ -306,13 +306,12 @@ def write_distribution(
 
 
 def make_venv(path: Path) -> tuple[str, Path]:
-    """A throwaway virtualenv that sees the system site-packages (core_app, flask...)."""
-    subprocess.run(
-        [PYTHON, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-        check=True,
-        timeout=120,
-    )
-    python = str(path / "bin" / "python")
+    """A throwaway virtualenv that sees this environment's packages (core_app, flask...)
+    through ``core_app.testing.child_venv`` (not ``--system-site-packages``, which would
+    show the base interpreter's); returns its python and its site-packages folder."""
+    from core_app.testing import child_venv
+
+    python = str(child_venv(path))
     purelib = subprocess.run(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True,

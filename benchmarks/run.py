@@ -1,16 +1,18 @@
 """core_app's benchmarks: each figure a ratio against a hand-wired baseline.
 
     python benchmarks/run.py                 # the full run, about 8 minutes on 2 cores
-    python benchmarks/run.py --quick         # about 2 minutes
+    python benchmarks/run.py --quick         # about 3 minutes
     python benchmarks/run.py --json out.json --only overhead,startup
 
 Sections (``--only``): overhead (HTTP and in-process request cost against a hand-wired
 Flask app), startup (create_app against hand registration with 1..300 plugins), offload
 (enqueueing an email against sending it in the request), throughput (run.py worker
 against a bare Celery worker), latency (publish time inside a request, task end-to-end
-latency). Everything it starts (redis-server, gunicorn, Celery workers, an SMTP server)
-listens on 127.0.0.1 only and is stopped before it exits. Needs the host and the example
-plugins installed, gunicorn, aiosmtpd and redis-server (see ``missing_requirements``).
+latency), worker_startup (``run.py worker X`` with 300 plugins installed, exec to ready,
+against a bare Celery worker). Everything it starts (redis-server, gunicorn, Celery
+workers, an SMTP server) listens on 127.0.0.1 only and is stopped before it exits. Needs
+the host and the example plugins installed, gunicorn, aiosmtpd and redis-server (see
+``missing_requirements``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Result, machine_info, target_met
 
-SECTIONS = ("overhead", "startup", "offload", "throughput", "latency")
+SECTIONS = ("overhead", "startup", "offload", "throughput", "latency", "worker_startup")
 INSTALL = (
     "pip install -e . -e plugins/shop -e plugins/notifications gunicorn aiosmtpd pytest "
     "&& apt-get install -y redis-server"
@@ -107,13 +109,14 @@ def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]
     import startup
     import tasks_bench
     import web_bench
+    import worker_startup
 
     from core_app.testing import RedisServer
 
     results: list[Result] = []
     redis_server = None
     try:
-        if sections & {"overhead", "offload", "throughput", "latency"}:
+        if sections & {"overhead", "offload", "throughput", "latency", "worker_startup"}:
             redis_server = RedisServer(workdir / "redis", appendonly=False).start()
         web = sections & {"overhead", "offload"}
         if web:
@@ -128,6 +131,10 @@ def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]
             assert redis_server is not None
             progress("4 worker throughput, 5 publish and task latency")
             results += tasks_bench.run(quick, workdir / "tasks", redis_server.url, tasks)
+        if "worker_startup" in sections:
+            assert redis_server is not None
+            progress("6 worker start-up")
+            results += worker_startup.run(quick, workdir / "worker_startup", redis_server.url)
     finally:
         if redis_server is not None:
             redis_server.stop()

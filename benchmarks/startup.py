@@ -1,7 +1,7 @@
 """Benchmark 2: start-up cost as the number of installed plugins grows.
 
-For each N, a throwaway virtualenv (``--system-site-packages``, so core_app and Flask
-come from the system) gets N generated plugin distributions, written the way pip leaves
+For each N, a throwaway virtualenv (``core_app.testing.child_venv``, so core_app and Flask
+come from the running environment) gets N generated plugin distributions, written the way pip leaves
 them: a package and a ``*.dist-info`` folder with METADATA, entry_points.txt and an empty
 RECORD. Each plugin is a module with one blueprint holding one route, and a
 ``core_app_blueprint`` hook returning it.

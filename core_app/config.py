@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -22,11 +23,18 @@ from .errors import ConfigError
 ENV_PREFIX = "CORE_APP"
 PRODUCTION = "production"
 MIN_SECRET_KEY_LENGTH = 32
+#: Estimated bits of entropy a production SECRET_KEY needs (see secret_key_bits).
+MIN_SECRET_KEY_BITS = 128
 _DEV_SECRET_KEY = "dev-only-not-secret"
+#: Settings read verbatim from the environment, never parsed as JSON: SECRET_KEY and
+#: any key named ``*_SECRET_KEY``, ``*_SECRET``, ``*_PASSWORD`` or ``*_TOKEN``.
+_SECRET_NAMES = ("SECRET_KEY", "SECRET", "PASSWORD", "TOKEN")
 
 DEFAULTS: dict[str, Any] = {
     # "development" or "production"; production is strict about secrets and plugin errors.
     "ENV": "development",
+    # Required in production: a str of at least 32 characters and 128 estimated bits
+    # (secret_key_bits); from the environment it is taken verbatim, never as JSON.
     "SECRET_KEY": None,
     # Allowlist of plugin names (None: every installed plugin) and denylist.
     "PLUGINS": None,
@@ -48,6 +56,12 @@ DEFAULTS: dict[str, Any] = {
     # Celery: None for both means the embedded broker in the instance folder.
     "BROKER_URL": None,
     "RESULT_BACKEND": None,
+    # Production refuses to start without BROKER_URL unless this is True: the embedded
+    # broker is files in one machine's instance folder, which no other host sees.
+    "ALLOW_EMBEDDED_BROKER": False,
+    # Versions, error texts and check details in /health and /ready; None: on except
+    # in production, where anonymous callers get a status and plugin names only.
+    "EXPOSE_HEALTH_DETAILS": None,
     # Any other Celery setting, by its lower-case Celery name.
     "CELERY": {},
     # Seconds a Redis message may stay unacknowledged before it is delivered again.
@@ -56,6 +70,8 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     "MAX_FORM_MEMORY_SIZE": 512 * 1024,
     "MAX_FORM_PARTS": 1000,
+    # JSON request bodies nested deeper than this answer 400 (core_app.wrappers).
+    "MAX_JSON_DEPTH": 100,
 }
 
 _NAME_LISTS = ("PLUGINS", "DISABLED_PLUGINS")
@@ -76,6 +92,7 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> Non
     if settings:
         _load_settings_file(app, Path(settings))
     app.config.from_prefixed_env(ENV_PREFIX)
+    _keep_secrets_verbatim(app)
     if test_config:
         app.config.from_mapping(test_config)
     for key in _NAME_LISTS:
@@ -92,6 +109,24 @@ def _load_settings_file(app: Flask, path: Path) -> None:
         app.config.from_file(str(path.resolve()), load=json.load)
     else:
         app.config.from_pyfile(str(path.resolve()))
+
+
+def _keep_secrets_verbatim(app: Flask) -> None:
+    """Undo ``from_prefixed_env``'s JSON parsing for secrets: a key of 32 digits must stay
+    the string it was, not become an int (or ``true`` a bool)."""
+    prefix = f"{ENV_PREFIX}_"
+    for name, raw in os.environ.items():
+        if not name.startswith(prefix):
+            continue
+        key = name[len(prefix) :]
+        if "__" in key or not _is_secret_name(key):
+            continue
+        if not isinstance(app.config.get(key), str):
+            app.config[key] = raw
+
+
+def _is_secret_name(key: str) -> bool:
+    return any(key == name or key.endswith(f"_{name}") for name in _SECRET_NAMES)
 
 
 def name_list(value: object) -> list[str] | None:
@@ -123,11 +158,21 @@ def _check(app: Flask) -> None:
             f"PLUGIN_ERRORS must be 'raise' or 'skip', not {config['PLUGIN_ERRORS']!r}. "
             "Set CORE_APP_PLUGIN_ERRORS=raise or CORE_APP_PLUGIN_ERRORS=skip."
         )
-    if config["EXPOSE_PLUGINS"] is None:
-        config["EXPOSE_PLUGINS"] = not is_production(app)
+    for key in ("EXPOSE_PLUGINS", "EXPOSE_HEALTH_DETAILS"):
+        if config[key] is None:
+            config[key] = not is_production(app)
     for key in ("PLUGIN_URL_PREFIXES", "PLUGIN_QUEUES", "CELERY"):
         if not isinstance(config[key], Mapping):
             raise ConfigError(f"{key} must be a mapping, not {config[key]!r}.")
+    for key in ("ALLOW_EMBEDDED_BROKER", "EXPOSE_HEALTH_DETAILS"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(
+                f"{key} must be true or false, not {config[key]!r}. "
+                f"Set CORE_APP_{key}=true or CORE_APP_{key}=false."
+            )
+    depth = config["MAX_JSON_DEPTH"]
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ConfigError(f"MAX_JSON_DEPTH must be a positive integer, not {depth!r}.")
     if is_production(app):
         _check_production(app)
     elif not config["SECRET_KEY"]:
@@ -135,18 +180,95 @@ def _check(app: Flask) -> None:
 
 
 def _check_production(app: Flask) -> None:
-    key = app.config["SECRET_KEY"]
-    if not key or key == _DEV_SECRET_KEY or len(str(key)) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            "Production needs a real SECRET_KEY of at least "
-            f"{MIN_SECRET_KEY_LENGTH} characters. Generate one with "
-            "`python -c 'import secrets; print(secrets.token_hex())'` and set "
-            "CORE_APP_SECRET_KEY."
-        )
+    _check_secret_key(app.config["SECRET_KEY"])
     if app.config.get("DEBUG") or app.debug:
         raise ConfigError(
             "Production never runs the debugger: unset DEBUG / FLASK_DEBUG / --debug."
         )
+    _check_broker(app)
+
+
+_GENERATE = (
+    "Generate one with `python -c 'import secrets; print(secrets.token_hex())'` and set "
+    "CORE_APP_SECRET_KEY."
+)
+
+
+def _check_secret_key(key: object) -> None:
+    """Refuse a production SECRET_KEY that is missing, not text, short or guessable."""
+    if not key or key == _DEV_SECRET_KEY:
+        raise ConfigError(
+            f"Production needs a real SECRET_KEY of at least {MIN_SECRET_KEY_LENGTH} "
+            f"characters. {_GENERATE}"
+        )
+    if not isinstance(key, (str, bytes)):
+        raise ConfigError(
+            f"SECRET_KEY must be a string, not {type(key).__name__}: in a settings file, "
+            f"quote it. {_GENERATE}"
+        )
+    if isinstance(key, str) and not key.strip():
+        raise ConfigError(f"SECRET_KEY is only whitespace. {_GENERATE}")
+    if len(key) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(
+            f"Production needs a real SECRET_KEY of at least {MIN_SECRET_KEY_LENGTH} "
+            f"characters; this one has {len(key)}. {_GENERATE}"
+        )
+    bits = secret_key_bits(key)
+    if bits < MIN_SECRET_KEY_BITS:
+        raise ConfigError(
+            f"SECRET_KEY is guessable: about {bits:.0f} bits of entropy (its length times "
+            "log2 of its number of distinct characters, counting a repeated part once); "
+            f"production needs at least {MIN_SECRET_KEY_BITS}. A random key of 64 hex "
+            f"characters has 256. {_GENERATE}"
+        )
+
+
+def secret_key_bits(key: str | bytes) -> float:
+    """A cautious estimate of a key's entropy in bits.
+
+    ``len(unit) * log2(distinct characters of unit)``, where ``unit`` is the key's
+    shortest repeating part (``"abcabcab"`` -> ``"abc"``). It cannot tell a random key
+    from a well-chosen pattern, but it catches the usual mistakes: whitespace, one
+    repeated character, a phrase repeated to length, a short run of digits.
+    ``secrets.token_hex()`` (64 hex characters) scores 230 to 256 and
+    ``secrets.token_urlsafe()`` about 200; 32 random digits score at most 106 and are
+    refused; a 32-character hex key (``token_hex(16)``) rarely shows all 16 digits and is
+    usually refused too, so generate keys with the default size.
+    """
+    unit = key[: _shortest_period(key)]
+    distinct = len(set(unit))
+    return len(unit) * math.log2(distinct) if distinct > 1 else 0.0
+
+
+def _shortest_period(text: str | bytes) -> int:
+    """The smallest ``p`` with ``text[i] == text[i + p]`` for every ``i`` (KMP, O(n))."""
+    if not text:
+        return 0
+    border = [0] * len(text)
+    length = 0
+    for index in range(1, len(text)):
+        while length and text[index] != text[length]:
+            length = border[length - 1]
+        if text[index] == text[length]:
+            length += 1
+        border[index] = length
+    return len(text) - border[-1]
+
+
+def _check_broker(app: Flask) -> None:
+    """Refuse the embedded file broker in production unless it was chosen on purpose."""
+    config = app.config
+    if config["BROKER_URL"] or config["CELERY"].get("broker_url"):
+        return
+    if config["ALLOW_EMBEDDED_BROKER"]:
+        return
+    raise ConfigError(
+        "Production needs a broker: no BROKER_URL is set, so tasks would go to the "
+        "embedded file broker in this machine's instance folder, which workers on other "
+        "hosts never see. Point every web, worker and beat process at Redis: "
+        "CORE_APP_BROKER_URL=redis://host:6379/0. To run a one-machine deployment on the "
+        "embedded broker on purpose, set CORE_APP_ALLOW_EMBEDDED_BROKER=true."
+    )
 
 
 def plugin_namespace(plugin: str) -> str:

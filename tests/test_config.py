@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -10,7 +11,12 @@ import pytest
 from fakes import blueprint_source, config
 
 from core_app import ConfigError, PluginConflictError, PluginDeclarationError, create_app
-from core_app.config import DEFAULTS, MIN_SECRET_KEY_LENGTH
+from core_app.config import (
+    DEFAULTS,
+    MIN_SECRET_KEY_BITS,
+    MIN_SECRET_KEY_LENGTH,
+    secret_key_bits,
+)
 
 
 def _settings_file(tmp_path: Path, kind: str, values: dict[str, object]) -> Path:
@@ -183,6 +189,7 @@ def test_production_with_a_real_secret_key_starts_strict(tmp_path, monkeypatch):
     key = secrets.token_hex()
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", key)
+    monkeypatch.setenv("CORE_APP_BROKER_URL", "redis://127.0.0.1:6379/0")
     app = create_app(config(tmp_path, ["shop"]))
     assert app.config["SECRET_KEY"] == key
     assert app.config["PLUGIN_ERRORS"] == "raise"
@@ -203,7 +210,13 @@ def test_development_defaults_to_lenient_plugin_errors(tmp_path):
 def test_default_plugin_error_policy_follows_env(fake_dist, tmp_path, env):
     fake_dist("alpha", blueprint_source("alpha", "/api/same"))
     fake_dist("beta", blueprint_source("beta", "/api/same"))
-    test_config = config(tmp_path, ["alpha", "beta"], ENV=env, SECRET_KEY=secrets.token_hex())
+    test_config = config(
+        tmp_path,
+        ["alpha", "beta"],
+        ENV=env,
+        SECRET_KEY=secrets.token_hex(),
+        BROKER_URL="redis://127.0.0.1:6379/0",
+    )
     if env == "production":
         with pytest.raises(PluginConflictError):
             create_app(test_config)
@@ -248,3 +261,120 @@ def test_plugin_name_lists_accept_comma_separated_strings(fake_dist, tmp_path):
 def test_plugin_name_list_of_wrong_type_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="plugin names"):
         create_app(config(tmp_path, None, PLUGINS=42))
+
+
+# -- production: a SECRET_KEY with real entropy, kept a string ---------------------------
+
+REDIS = "redis://127.0.0.1:6379/0"  # never contacted by these tests
+_rng = secrets.SystemRandom()
+
+
+def _digits(count: int) -> str:
+    return "".join(_rng.choice("0123456789") for _ in range(count))
+
+
+GUESSABLE_KEYS = {
+    "32 spaces": " " * 32,
+    "tabs and newlines": "\t\n " * 20,
+    "one character": "x" * 64,
+    "32 digits in order": "12345678901234567890123456789012",
+    "32 random digits": _digits(32),
+    "a phrase repeated": "changeme" * 8,
+    "a short pattern": "abc" * 30,
+    "a hex run repeated": "0123456789abcdef" * 4,
+}
+
+
+@pytest.mark.parametrize("key", list(GUESSABLE_KEYS.values()), ids=list(GUESSABLE_KEYS))
+def test_production_refuses_a_guessable_secret_key(tmp_path, key):
+    with pytest.raises(ConfigError, match="SECRET_KEY") as info:
+        create_app(config(tmp_path, [], ENV="production", SECRET_KEY=key, BROKER_URL=REDIS))
+    assert "secrets.token_hex()" in str(info.value)
+
+
+@pytest.mark.parametrize("key", list(GUESSABLE_KEYS.values()), ids=list(GUESSABLE_KEYS))
+def test_production_refuses_a_guessable_secret_key_from_the_environment(tmp_path, monkeypatch, key):
+    monkeypatch.setenv("CORE_APP_ENV", "production")
+    monkeypatch.setenv("CORE_APP_SECRET_KEY", key)
+    monkeypatch.setenv("CORE_APP_BROKER_URL", REDIS)
+    with pytest.raises(ConfigError, match="SECRET_KEY"):
+        create_app(config(tmp_path, []))
+
+
+def test_generated_keys_pass_the_entropy_rule(tmp_path):
+    for _ in range(300):
+        assert secret_key_bits(secrets.token_hex()) >= MIN_SECRET_KEY_BITS
+        assert secret_key_bits(secrets.token_urlsafe()) >= MIN_SECRET_KEY_BITS
+        assert secret_key_bits(os.urandom(32)) >= MIN_SECRET_KEY_BITS
+    assert secret_key_bits(_digits(32)) < MIN_SECRET_KEY_BITS  # at most 32 * log2(10) = 106
+    assert secret_key_bits("changeme" * 8) == secret_key_bits("changeme")
+    for key in (secrets.token_hex(), secrets.token_urlsafe(), os.urandom(32)):
+        app = create_app(
+            config(tmp_path / "a", [], ENV="production", SECRET_KEY=key, BROKER_URL=REDIS)
+        )
+        assert app.config["SECRET_KEY"] == key
+
+
+@pytest.mark.parametrize("env", ["production", "development"])
+def test_secrets_from_the_environment_stay_strings(tmp_path, monkeypatch, env):
+    """from_prefixed_env parses values as JSON: 64 digits would become an int, ``true`` a
+    bool. Secrets are taken verbatim."""
+    key = "9" + _digits(63)  # 64 random digits: about 210 bits, a fine key, and valid JSON
+    monkeypatch.setenv("CORE_APP_ENV", env)
+    monkeypatch.setenv("CORE_APP_SECRET_KEY", key)
+    monkeypatch.setenv("CORE_APP_BROKER_URL", REDIS)
+    monkeypatch.setenv("CORE_APP_BILLING_API_TOKEN", "123456")
+    monkeypatch.setenv("CORE_APP_SMTP_PASSWORD", "true")
+    monkeypatch.setenv("CORE_APP_RETRIES", "3")  # not a secret: still parsed
+    app = create_app(config(tmp_path, []))
+    assert app.config["SECRET_KEY"] == key
+    assert app.config["BILLING_API_TOKEN"] == "123456"
+    assert app.config["SMTP_PASSWORD"] == "true"
+    assert app.config["RETRIES"] == 3
+
+
+def test_a_secret_key_that_is_not_a_string_is_refused(tmp_path, monkeypatch):
+    settings = _settings_file(tmp_path, "py", {"SECRET_KEY": 10**40, "BROKER_URL": REDIS})
+    monkeypatch.setenv("CORE_APP_SETTINGS", str(settings))
+    with pytest.raises(ConfigError, match="SECRET_KEY must be a string, not int"):
+        create_app(config(tmp_path, [], ENV="production"))
+
+
+# -- production: a real broker, or the embedded one on purpose -------------------------
+
+
+@pytest.mark.parametrize(
+    "fix",
+    [
+        {"ALLOW_EMBEDDED_BROKER": True},
+        {"BROKER_URL": REDIS},
+        {"CELERY": {"broker_url": REDIS}},
+    ],
+    ids=["embedded allowed on purpose", "BROKER_URL", "CELERY broker_url"],
+)
+def test_production_refuses_the_embedded_broker_unless_told(tmp_path, fix):
+    test_config = config(tmp_path, ["shop"], ENV="production", SECRET_KEY=secrets.token_hex())
+    with pytest.raises(ConfigError) as info:
+        create_app(test_config)
+    message = str(info.value)
+    assert "BROKER_URL" in message and "embedded" in message
+    assert "CORE_APP_BROKER_URL=redis://host:6379/0" in message
+    assert "CORE_APP_ALLOW_EMBEDDED_BROKER=true" in message
+
+    app = create_app({**test_config, **fix})
+    assert app.test_client().get("/api/shop/home").status_code == 200
+    broker = app.extensions["celery"].conf.broker_url
+    assert broker == ("filesystem://" if "ALLOW_EMBEDDED_BROKER" in fix else REDIS)
+
+
+def test_allow_embedded_broker_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORE_APP_ENV", "production")
+    monkeypatch.setenv("CORE_APP_SECRET_KEY", secrets.token_hex())
+    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
+    assert create_app(config(tmp_path / "yes", []))
+    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "sure")
+    with pytest.raises(ConfigError, match="ALLOW_EMBEDDED_BROKER must be true or false"):
+        create_app(config(tmp_path / "typo", []))
+    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "false")
+    with pytest.raises(ConfigError, match="CORE_APP_BROKER_URL=redis://"):
+        create_app(config(tmp_path / "no", []))

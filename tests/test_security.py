@@ -62,8 +62,14 @@ def crash():
 
 
 def _production(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
+    """Production on one machine: the embedded broker allowed on purpose (no Redis here)."""
     return subprocess_env(
-        tmp_path, paths, CORE_APP_ENV="production", CORE_APP_SECRET_KEY=SECRET, **settings
+        tmp_path,
+        paths,
+        CORE_APP_ENV="production",
+        CORE_APP_SECRET_KEY=SECRET,
+        CORE_APP_ALLOW_EMBEDDED_BROKER="true",
+        **settings,
     )
 
 
@@ -219,6 +225,7 @@ def test_production_serves_json_errors_never_the_debugger(tmp_path, crash_plugin
 def test_plugins_report_is_off_in_production_unless_exposed(tmp_path, monkeypatch):
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
+    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
     hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/plugins")
     _assert_client_json_error(hidden, 404)
 

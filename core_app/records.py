@@ -30,6 +30,9 @@ class PluginRecord:
     url_prefix: str | None = None
     blueprint: str | None = None
     routes: list[str] = field(default_factory=list)
+    #: What its blueprint registers for the whole app (request hooks, template filters,
+    #: commands), e.g. "before_app_request: core_app_x.views.audit": shown, not refused.
+    app_hooks: list[str] = field(default_factory=list)
     task_modules: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     queue: str | None = None
@@ -64,6 +67,7 @@ class PluginRecord:
             "version": self.version,
             "url_prefix": self.url_prefix,
             "routes": len(self.routes),
+            "app_hooks": self.app_hooks,
             "task_modules": self.task_modules,
             "tasks": self.tasks,
             "queue": self.queue,

@@ -252,10 +252,10 @@ def route_added_when_ready(fake_dist):
     bad = fake_dist("sneaky", blueprint_source("sneaky", body=body), version="0.7")
     return Refusal(
         {"sneaky": bad},
-        PluginHookError,
+        PluginConflictError,
         _good(fake_dist),
         ["good", "sneaky"],
-        ["core_app_ready", "/sneaky"],
+        ["'/sneaky'", "outside its prefix"],
         bad_urls=["/api/sneaky/ping", "/sneaky"],
     )
 

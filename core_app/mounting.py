@@ -320,6 +320,7 @@ class CoreApp(Flask):
         """Run a hook of ``record``: every route that appears meanwhile is that plugin's."""
         outer, scope = self._scope, _Scope(record)
         self._scope = scope
+        handlers = self._app_error_handlers()
         try:
             yield
         except BaseException:
@@ -327,7 +328,35 @@ class CoreApp(Flask):
             raise
         finally:
             self._scope = outer
+            added = self._keep_app_error_handlers(handlers)
+        if added:
+            self.discard(scope.held)
+            raise PluginConflictError(
+                record.name,
+                f"it registers app-wide error handlers for {added} on the app, which "
+                "would replace the host's JSON errors.",
+                "use @blueprint.errorhandler (scoped to the plugin's routes).",
+                other=HOST,
+            )
         self._settle(scope)
+
+    def _app_error_handlers(self) -> dict[Any, dict[Any, Any]]:
+        return {code: dict(by_class) for code, by_class in self.error_handler_spec[None].items()}
+
+    def _keep_app_error_handlers(self, before: dict[Any, dict[Any, Any]]) -> list[str]:
+        """Undo what a plugin changed in the app-wide error handlers; say what it was."""
+        after = self._app_error_handlers()
+        if after == before:
+            return []
+        spec = self.error_handler_spec[None]
+        spec.clear()
+        spec.update(before)
+        return sorted(
+            str(code) if code is not None else exc.__name__
+            for code, by_class in after.items()
+            for exc, handler in by_class.items()
+            if before.get(code, {}).get(exc) is not handler
+        )
 
     def _admit(self, rule: Rule) -> bool:
         """Whether ``rule`` goes into the map now (False: held back for its plugin)."""

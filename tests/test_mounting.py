@@ -542,6 +542,29 @@ def test_a_route_added_from_a_hook_inside_the_prefix_is_the_plugins(fake_dist, t
     assert routes == ["/api/adder/extra", "/api/adder/ping"]
 
 
+@pytest.mark.parametrize("hook", ["core_app_blueprint", "core_app_ready"])
+def test_an_app_wide_error_handler_registered_from_a_hook_is_refused(fake_dist, tmp_path, hook):
+    body = f"""
+    @hookimpl
+    def {hook}(app):
+        app.register_error_handler(404, lambda error: ("<h1>nothing here</h1>", 404))
+        app.register_error_handler(KeyError, lambda error: ("<h1>oops</h1>", 500))
+        {"return blueprint" if hook == "core_app_blueprint" else ""}
+    """
+    source = blueprint_source("handler", body=body, hook=hook != "core_app_blueprint")
+    fake_dist("handler", source)
+    fake_dist("good", blueprint_source("good"))
+    with pytest.raises(PluginConflictError) as info:
+        create_app(config(tmp_path / "strict", ["handler", "good"], PLUGIN_ERRORS="raise"))
+    assert info.value.plugin == "handler" and "['404', 'KeyError']" in str(info.value)
+
+    app = create_app(config(tmp_path / "lenient", ["handler", "good"], PLUGIN_ERRORS="skip"))
+    assert app.extensions["core_app"].records["handler"].failed
+    missing = app.test_client().get("/no/such/page")
+    assert missing.status_code == 404 and missing.is_json
+    assert KeyError not in app.error_handler_spec[None][None]
+
+
 # -- a blueprint is checked on a throwaway app before it reaches the real one ----------
 
 #: A blueprint that registers something in every registry Flask has.

@@ -1,9 +1,16 @@
 """The host's own routes, registered as a plugin like any other (Datasette's way).
 
-``/health`` answers whenever the process serves. ``/ready`` answers 503 when something
-the app needs is down (the broker, a plugin's check); a plugin skipped in lenient mode
-is listed there but is not a reason for 503. ``/plugins`` is the plugin report, off in
-production unless ``EXPOSE_PLUGINS`` is set.
+``/health`` answers 200 whenever the process serves (liveness). ``/ready`` (readiness)
+answers 503 ``"unavailable"`` when something the app needs is down (the broker, a
+plugin's check); ``"degraded"`` with 200 when a plugin was skipped in lenient mode but
+every check passes (the other plugins serve, and a 503 would take every process out of
+rotation for one broken plugin); ``"ready"`` with 200 otherwise. ``/plugins`` is the
+plugin report, off in production unless ``EXPOSE_PLUGINS`` is set.
+
+Anonymous callers of a production app learn a status, check names and plugin names,
+nothing more: versions, error texts (which can hold a broker's host and port) and the
+failed plugins' causes need ``EXPOSE_HEALTH_DETAILS`` (on by default in development);
+operators have them from ``python run.py plugins`` and the log.
 """
 
 from __future__ import annotations
@@ -50,25 +57,39 @@ def core_app_health_checks() -> Mapping[str, Callable[[], object]]:
 
 
 def health() -> Response:
-    return jsonify({"status": "ok", "version": host_version()})
+    body: dict[str, object] = {"status": "ok"}
+    if current_app.config["EXPOSE_HEALTH_DETAILS"]:
+        body["version"] = host_version()
+    return jsonify(body)
 
 
 def ready() -> tuple[Response, int]:
     host = current_app.extensions["core_app"]
+    details = bool(current_app.config["EXPOSE_HEALTH_DETAILS"])
     checks: dict[str, dict[str, object]] = {}
     for record in host.active():
         for name, check in record.health_checks.items():
             label = name if record.builtin else f"{record.name}.{name}"
-            checks[label] = _run_check(label, check)
+            result = _run_check(label, check)
+            checks[label] = result if details else {"ok": result["ok"]}
     ok = all(result["ok"] for result in checks.values())
+    failed = host.failed()
+    if not ok:
+        status = "unavailable"
+    elif failed:
+        status = "degraded"
+    else:
+        status = "ready"
     body = {
-        "status": "ready" if ok else "unavailable",
+        "status": status,
         "checks": checks,
         "plugins": {
             "loaded": [r.name for r in host.plugins() if r.active],
             "failed": [
                 {"name": r.name, "error": r.error.message if r.error else None}
-                for r in host.failed()
+                if details
+                else {"name": r.name}
+                for r in failed
             ],
         },
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import pytest
 from fakes import blueprint_source, config
@@ -107,6 +108,33 @@ def test_ready_is_json(app):
     assert body["checks"]["broker"] == {"ok": True}
     assert body["plugins"]["loaded"] == ["errors"]
     assert body["plugins"]["failed"] == []
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_ready_is_degraded_but_200_when_a_plugin_failed_in_lenient_mode(fake_dist, tmp_path, env):
+    """The serving plugins still serve: load balancers keep the process (200), and the
+    status says what is missing."""
+    fake_dist("errors", blueprint_source("errors", body=BODY))
+    fake_dist("broken", "raise RuntimeError('kaboom')")
+    app = create_app(
+        config(
+            tmp_path,
+            ["errors", "broken"],
+            PLUGIN_ERRORS="skip",
+            ENV=env,
+            SECRET_KEY=secrets.token_hex(),
+            ALLOW_EMBEDDED_BROKER=True,
+        )
+    )
+    ready = app.test_client().get("/ready")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["broker"]["ok"] is True
+    assert body["plugins"]["loaded"] == ["errors"]
+    assert [entry["name"] for entry in body["plugins"]["failed"]] == ["broken"]
+    assert ("kaboom" in json.dumps(body)) is (env == "development")  # details: development
+    assert app.test_client().post("/api/errors/echo", data=b"x").status_code == 200
 
 
 # -- JSON bodies that parse but no route can use: 400, decided by the host -------------

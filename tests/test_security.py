@@ -24,6 +24,7 @@ from fakes import (
 )
 
 from core_app import PluginConflictError, create_app
+from core_app.discovery import host_version
 from core_app.testing import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,3 +372,58 @@ def test_a_plugin_cannot_replace_the_hosts_route_or_error_handlers(fake_dist, tm
     missing = client.get("/no/such/page")
     assert missing.status_code == 404 and missing.is_json
     assert "hijack" not in app.blueprints
+
+
+# -- /health and /ready: statuses for anyone, details for operators --------------------
+
+
+def _health_app(tmp_path: Path, broker_port: int, **settings: object):
+    """Production, lenient, shop loaded, plugin ``broken`` broken, the broker down."""
+    return create_app(
+        config(
+            tmp_path,
+            ["shop", "broken"],
+            ENV="production",
+            SECRET_KEY=SECRET,
+            BROKER_URL=f"redis://127.0.0.1:{broker_port}/0",
+            PLUGIN_ERRORS="skip",
+            **settings,
+        )
+    )
+
+
+def test_production_health_and_ready_details_only_for_operators_who_ask(fake_dist, tmp_path):
+    fake_dist("broken", "raise RuntimeError('kaboom in /srv/secret/config.py')", version="6.6")
+    port = free_port()  # nothing listens: the broker check fails with host:port in its error
+    client = _health_app(tmp_path / "anonymous", port).test_client()
+
+    health = client.get("/health")
+    assert health.status_code == 200 and health.get_json() == {"status": "ok"}
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.get_json() == {
+        "status": "unavailable",
+        "checks": {"broker": {"ok": False}, "shop.database": {"ok": True}},
+        "plugins": {"loaded": ["shop"], "failed": [{"name": "broken"}]},
+    }
+    for leak in (str(port), "127.0.0.1", "redis", "kaboom", "/srv/", "6.6", host_version()):
+        assert leak not in health.text + ready.text, leak
+
+    # Operators who turn details on (behind authentication) get them all.
+    client = _health_app(tmp_path / "operator", port, EXPOSE_HEALTH_DETAILS=True).test_client()
+    assert client.get("/health").get_json() == {"status": "ok", "version": host_version()}
+    body = client.get("/ready").get_json()
+    assert str(port) in body["checks"]["broker"]["error"]
+    (failed,) = body["plugins"]["failed"]
+    assert failed["name"] == "broken" and "kaboom" in failed["error"] and "6.6" in failed["error"]
+
+
+def test_production_health_details_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CORE_APP_ENV", "production")
+    monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
+    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
+    hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/health")
+    assert hidden.get_json() == {"status": "ok"}
+    monkeypatch.setenv("CORE_APP_EXPOSE_HEALTH_DETAILS", "true")
+    shown = create_app(config(tmp_path / "shown", ["shop"])).test_client().get("/health")
+    assert shown.get_json() == {"status": "ok", "version": host_version()}

@@ -1,10 +1,10 @@
 """Benchmark 2: start-up cost as the number of installed plugins grows.
 
-For each N, a throwaway virtualenv (``core_app.testing.child_venv``, so core_app and Flask
-come from the running environment) gets N generated plugin distributions, written the way pip leaves
-them: a package and a ``*.dist-info`` folder with METADATA, entry_points.txt and an empty
-RECORD. Each plugin is a module with one blueprint holding one route, and a
-``core_app_blueprint`` hook returning it.
+For each N, a throwaway virtualenv (``core_app.testing.child_venv``, so core_app and
+Flask come from the running environment) gets N generated plugin distributions, written
+the way pip leaves them: a package and a ``*.dist-info`` folder with METADATA,
+entry_points.txt and an empty RECORD. Each plugin is a module with one blueprint holding
+one route, and a ``core_app_blueprint`` hook returning it.
 
 Each measurement is a fresh process of that venv (``startup_child.py``): ``create_app()``
 against importing the same modules and registering the same blueprints by hand,

@@ -156,6 +156,7 @@ def format_report(reports: list[dict[str, Any]]) -> str:
             continue
         lines.append(f"  import: {r['import_ms']} ms; hooks: {', '.join(r['hooks']) or 'none'}")
         lines.append(f"  routes: {r['routes']} under {r['url_prefix'] or '-'}")
+        lines.append(f"  app-wide hooks: {', '.join(r.get('app_hooks') or []) or 'none'}")
         lines.append(f"  tasks on queue {r['queue'] or '-'}: {', '.join(r['tasks']) or 'none'}")
         lines.append(f"  config: {', '.join(r['config_keys']) or 'none'}")
         lines.append(

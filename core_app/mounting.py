@@ -69,7 +69,7 @@ _HOOK_NAMES = {
     "shell_context_processors": "shell_context_processor",
     "url_build_error_handlers": "url_build_error_handler",
 }
-_JINJA = {"filters": "template_filter", "tests": "template_test", "globals": "template_global"}
+_JINJA = {"template_filter": "filters", "template_test": "tests", "template_global": "globals"}
 
 
 def label(owner: str) -> str:
@@ -321,6 +321,7 @@ class CoreApp(Flask):
         outer, scope = self._scope, _Scope(record)
         self._scope = scope
         handlers = self._app_error_handlers()
+        registered = app_wide_counts(self)
         try:
             yield
         except BaseException:
@@ -339,6 +340,9 @@ class CoreApp(Flask):
                 other=HOST,
             )
         self._settle(scope)
+        for hook in app_wide_added(self, registered):
+            if hook not in record.app_hooks:
+                record.app_hooks.append(hook)
 
     def _app_error_handlers(self) -> dict[Any, dict[Any, Any]]:
         return {code: dict(by_class) for code, by_class in self.error_handler_spec[None].items()}
@@ -666,12 +670,12 @@ class Mounter:
         self.owners.mounted[record.name] = plan.prefix
         record.url_prefix = plan.prefix
         record.blueprint = plan.blueprint.name
+        record.app_hooks = list(dict.fromkeys([*plan.app_hooks, *record.app_hooks]))
         with self.app.acting_for(record):
             self.app.register_blueprint(plan.blueprint, url_prefix=plan.prefix)
         self.app.commit(record.name, plan.held)
         plan.held = []
         record.routes = sorted({*record.routes, *(route.rule for route in plan.routes)})
-        record.app_hooks = plan.app_hooks
 
 
 def _fix(name: str, other: str) -> str:
@@ -695,8 +699,6 @@ class _Probe:
             instance_path=app.instance_path,
             static_folder=None,
         )
-        self.jinja = {kind: set(getattr(probe.jinja_env, kind)) for kind in _JINJA}
-        del vars(probe)["jinja_env"]
         self.initial = {
             name: _copy(value)
             for name, value in vars(probe).items()
@@ -709,27 +711,15 @@ class _Probe:
         """The blueprint's rules, its app-wide error handlers, and its other app-wide
         registrations (request hooks, template filters, commands)."""
         probe = self._fresh()
+        before = app_wide_counts(probe)
         probe.register_blueprint(blueprint, url_prefix=prefix)
         handlers = sorted(
             str(code) if code is not None else exc.__name__
             for code, by_class in probe.error_handler_spec.get(None, {}).items()
             for exc in by_class
         )
-        hooks = []
-        for name, initial in self.initial.items():
-            value = getattr(probe, name)
-            if isinstance(value, dict) and isinstance(value.get(None), list):
-                value, initial = value[None], initial.get(None, [])
-            if isinstance(value, list):
-                kind = _HOOK_NAMES.get(name, name)
-                hooks += [f"{kind}: {_qualname(f)}" for f in value if f not in initial]
-        if "jinja_env" in vars(probe):
-            for kind, decorator in _JINJA.items():
-                new = set(getattr(probe.jinja_env, kind)) - self.jinja[kind]
-                hooks += [f"{decorator}: {name}" for name in sorted(new)]
-        hooks += [f"cli command: {name}" for name in sorted(probe.cli.commands)]
         assert isinstance(probe.url_map, _ProbeMap)
-        return probe.url_map.recorded, handlers, hooks
+        return probe.url_map.recorded, handlers, app_wide_added(probe, before)
 
     def _fresh(self) -> Flask:
         probe = self.flask
@@ -775,6 +765,40 @@ class _ProbeMap(Map):
                 args, kwargs = parse_converter_args(match["arguments"] or "")
                 self.converters[name](self, *args, **kwargs)
             position = match.end()
+
+
+def _app_wide(app: Flask) -> dict[str, Any]:
+    """The app's app-wide registries, by the decorator that fills them (None for the
+    template registries before the Jinja environment is made)."""
+    found: dict[str, Any] = {}
+    for attr, kind in _HOOK_NAMES.items():
+        value = getattr(app, attr, ())
+        found[kind] = value.get(None, ()) if isinstance(value, dict) else value
+    env = vars(app).get("jinja_env")
+    for kind, attr in _JINJA.items():
+        found[kind] = None if env is None else getattr(env, attr)
+    found["cli command"] = app.cli.commands
+    return found
+
+
+def app_wide_counts(app: Flask) -> dict[str, int | None]:
+    return {kind: None if v is None else len(v) for kind, v in _app_wide(app).items()}
+
+
+def app_wide_added(app: Flask, before: dict[str, int | None]) -> list[str]:
+    """What was registered app-wide since ``before`` (every registry only grows)."""
+    added: list[str] = []
+    fresh = None
+    for kind, items in _app_wide(app).items():
+        if items is None or len(items) == before[kind]:
+            continue
+        start = before[kind]
+        if start is None:  # the Jinja environment was made meanwhile: skip its defaults
+            fresh = fresh or app.create_jinja_environment()
+            start = len(getattr(fresh, _JINJA[kind]))
+        for item in list(items)[start:]:
+            added.append(f"{kind}: {item if isinstance(item, str) else _qualname(item)}")
+    return added
 
 
 def _copy(value: Any) -> Any:

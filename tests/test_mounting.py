@@ -22,6 +22,7 @@ from flask import Blueprint
 from werkzeug.routing import Rule
 
 from core_app import PluginConflictError, PluginDeclarationError, create_app, hookimpl
+from core_app.doctor import format_report, inspect_plugins
 from core_app.mounting import MOUNTED_FILE, Mounter, Owners, Route
 
 
@@ -736,6 +737,41 @@ def test_app_wide_registrations_are_shown_in_the_record(fake_dist, tmp_path):
     assert result.exit_code == 0, result.output
     (row,) = [row for row in json.loads(result.stdout) if row["name"] == "gamma"]
     assert sorted(row["app_hooks"]) == sorted(expected)
+
+
+def test_app_wide_hooks_registered_from_a_hook_are_shown_too(fake_dist, tmp_path):
+    body = """
+    def audit():
+        pass
+
+
+    def shout(value):
+        return value.upper()
+
+
+    @hookimpl
+    def core_app_ready(app):
+        app.before_request(audit)
+        app.add_template_filter(shout)
+    """
+    dist = fake_dist("auditor", blueprint_source("auditor", body=body))
+    app = create_app(config(tmp_path, ["auditor"], PLUGIN_ERRORS="raise"))
+    record = app.extensions["core_app"].records["auditor"]
+    assert record.app_hooks == [
+        f"before_app_request: {dist.module}.audit",
+        "template_filter: shout",
+    ]
+
+
+def test_the_doctor_shows_app_wide_hooks(fake_dist):
+    body = """
+    @blueprint.before_app_request
+    def audit():
+        pass
+    """
+    dist = fake_dist("auditor", blueprint_source("auditor", body=body))
+    report = format_report(inspect_plugins(["auditor"]))
+    assert f"app-wide hooks: before_app_request: {dist.module}.audit" in report, report
 
 
 def test_a_blueprint_reads_the_app_config_while_it_is_registered(fake_dist, tmp_path):

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .responses import json_error
+from .roles import Role
 from .tasks import send_task
 
 __version__ = _version("core-app")
@@ -49,6 +50,7 @@ __all__ = [
     "PluginHookError",
     "PluginImportError",
     "PluginVersionError",
+    "Role",
     "TaskUnavailable",
     "__version__",
     "create_app",

@@ -144,6 +144,12 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
     ctx.exit()
 
 
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool | None) -> None:
+    """``--debug``: Flask's debug flag (debugger and reloader), read by ``serve``."""
+    if value is not None:
+        os.environ["FLASK_DEBUG"] = "1" if value else "0"
+
+
 def _use_app(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.obj = AppLoader(value)
@@ -160,6 +166,14 @@ def make_cli(app: str | None = None) -> click.Group:
     params: list[click.Parameter] = [
         click.Option(["--host"], default="127.0.0.1", show_default=True),
         click.Option(["--port"], default=5000, type=int, show_default=True),
+        click.Option(
+            ["--debug/--no-debug"],
+            default=None,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_debug,
+            help="Serve with the debugger and reloader (development only).",
+        ),
         click.Option(
             ["--version"],
             is_flag=True,

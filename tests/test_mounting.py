@@ -24,6 +24,7 @@ from werkzeug.routing import Rule
 from core_app import PluginConflictError, PluginDeclarationError, create_app, hookimpl
 from core_app.doctor import format_report, inspect_plugins
 from core_app.mounting import MOUNTED_FILE, Mounter, Owners, Route
+from core_app.roles import BEAT, Role
 
 
 def _pair(fake_dist, alpha_prefix, beta_source):
@@ -836,6 +837,22 @@ def test_strict_mode_refuses_a_clash_whoever_served_before(fake_dist, tmp_path):
     with pytest.raises(PluginConflictError) as info:
         create_app(config(tmp_path, ["alpha", "beta"], PLUGIN_ERRORS="raise"))
     assert info.value.plugin == "alpha" and info.value.other == "plugin 'beta'"
+
+
+def test_a_process_that_serves_some_plugins_does_not_rewrite_what_was_mounted(fake_dist, tmp_path):
+    fake_dist("alpha", blueprint_source("alpha"))
+    fake_dist("beta", blueprint_source("beta"))
+    mounted = tmp_path / "instance" / MOUNTED_FILE
+    create_app(config(tmp_path, ["alpha", "beta"], PLUGIN_ERRORS="raise"))
+    both = {"alpha": "/api/alpha", "beta": "/api/beta"}
+    assert json.loads(mounted.read_text()) == both
+    create_app(
+        config(tmp_path, ["alpha", "beta"], PLUGIN_ERRORS="raise"), role=Role.worker(["alpha"])
+    )
+    create_app(config(tmp_path, ["alpha", "beta"], PLUGIN_ERRORS="raise"), role=Role(BEAT))
+    assert json.loads(mounted.read_text()) == both
+    create_app(config(tmp_path, ["alpha"], PLUGIN_ERRORS="raise"))  # beta uninstalled
+    assert json.loads(mounted.read_text()) == {"alpha": "/api/alpha"}
 
 
 # -- the app's own routes (run.py) -----------------------------------------------------

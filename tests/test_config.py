@@ -223,7 +223,8 @@ def test_default_plugin_error_policy_follows_env(fake_dist, tmp_path, env):
     else:
         app = create_app(test_config)
         statuses = {r.name: r.status for r in app.extensions["core_app"].plugins()}
-        assert statuses["alpha"] == "loaded" and statuses["beta"] == "failed"
+        # Lenient: neither had the prefix at a previous start, so neither is mounted.
+        assert statuses["alpha"] == statuses["beta"] == "failed"
 
 
 @pytest.mark.parametrize("value", ["ignore", "RAISE", "", 1])

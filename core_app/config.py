@@ -112,16 +112,15 @@ def _load_settings_file(app: Flask, path: Path) -> None:
 
 
 def _keep_secrets_verbatim(app: Flask) -> None:
-    """Undo ``from_prefixed_env``'s JSON parsing for secrets: a key of 32 digits must stay
-    the string it was, not become an int (or ``true`` a bool)."""
+    """Undo ``from_prefixed_env``'s JSON parsing for secrets: a secret is exactly the text
+    of its variable, so a key of 64 digits stays that string instead of becoming an int
+    (``true`` a bool, ``"abc"`` the three letters)."""
     prefix = f"{ENV_PREFIX}_"
     for name, raw in os.environ.items():
         if not name.startswith(prefix):
             continue
         key = name[len(prefix) :]
-        if "__" in key or not _is_secret_name(key):
-            continue
-        if not isinstance(app.config.get(key), str):
+        if "__" not in key and _is_secret_name(key):
             app.config[key] = raw
 
 

@@ -319,18 +319,20 @@ def test_generated_keys_pass_the_entropy_rule(tmp_path):
 @pytest.mark.parametrize("env", ["production", "development"])
 def test_secrets_from_the_environment_stay_strings(tmp_path, monkeypatch, env):
     """from_prefixed_env parses values as JSON: 64 digits would become an int, ``true`` a
-    bool. Secrets are taken verbatim."""
+    bool, ``"quoted"`` lose its quotes. Secrets are taken verbatim."""
     key = "9" + _digits(63)  # 64 random digits: about 210 bits, a fine key, and valid JSON
     monkeypatch.setenv("CORE_APP_ENV", env)
     monkeypatch.setenv("CORE_APP_SECRET_KEY", key)
     monkeypatch.setenv("CORE_APP_BROKER_URL", REDIS)
     monkeypatch.setenv("CORE_APP_BILLING_API_TOKEN", "123456")
     monkeypatch.setenv("CORE_APP_SMTP_PASSWORD", "true")
+    monkeypatch.setenv("CORE_APP_WEBHOOK_SECRET", '"quoted"')  # quotes are part of it
     monkeypatch.setenv("CORE_APP_RETRIES", "3")  # not a secret: still parsed
     app = create_app(config(tmp_path, []))
     assert app.config["SECRET_KEY"] == key
     assert app.config["BILLING_API_TOKEN"] == "123456"
     assert app.config["SMTP_PASSWORD"] == "true"
+    assert app.config["WEBHOOK_SECRET"] == '"quoted"'
     assert app.config["RETRIES"] == 3
 
 

@@ -15,8 +15,10 @@ body is invalid JSON. ``request.get_json()`` then answers 400 with the host's JS
 body (``{"error", "message", "status"}``), and ``request.get_json(silent=True)`` returns
 ``None`` as for any other invalid JSON, so a plugin answers its own 400.
 
-The extra checks cost two ``str.count`` and one regular-expression search over the body
-(C speed); the parsed value is walked only when one of them says it might be needed.
+The extra checks cost two ``str.count`` and one regular-expression search over the body;
+only a body with more brackets than ``MAX_JSON_DEPTH`` has its nesting measured (regular
+expressions, C speed), and the parsed value is walked only when the body may hold a
+surrogate.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ from werkzeug.exceptions import BadRequest
 DEFAULT_MAX_JSON_DEPTH = 100
 
 #: A surrogate code point, or a JSON escape that may produce one (``\ud800``).
-_MAYBE_SURROGATE = re.compile(r"[\ud800-\udfff]|\\u[dD][89abcdefABCDEF]")
+#: A JSON escape that may stand for a surrogate (``\ud800``), and a surrogate itself.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: A JSON string literal (the body already parsed, so it is well formed).
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
 
 
 class JSONBodyRejected(ValueError):
@@ -58,18 +65,34 @@ def loads(data: str | bytes, parse: Any = flask_json.loads, **kwargs: Any) -> An
         value = parse(data, **kwargs)
     except RecursionError:
         _too_deep(limit)
-    if data.count("[") + data.count("{") > limit or _MAYBE_SURROGATE.search(data):
-        check_value(value, limit)
+    if data.count("[") + data.count("{") > limit and nesting_exceeds(data, limit):
+        _too_deep(limit)
+    if _SURROGATE_ESCAPE.search(data) or (not data.isascii() and _SURROGATE.search(data)):
+        check_strings(value)
     return value
 
 
-def check_value(value: Any, max_depth: int) -> None:
-    """Raise :class:`JSONBodyRejected` if ``value`` (parsed JSON) nests deeper than
-    ``max_depth`` containers or holds a string with a lone surrogate. Iterative: a deep
-    value cannot overflow the stack here."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+def nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether well-formed JSON ``text`` nests arrays and objects deeper than ``limit``.
+
+    Strings are dropped, then the brackets alone: each pass removes every innermost
+    ``[]``/``{}`` pair, so the number of passes that empties them is the depth. At most
+    ``limit`` passes, each a regular-expression substitution (C speed).
+    """
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    for _ in range(limit):
+        if not brackets:
+            return False
+        brackets = _EMPTY_PAIR.sub("", brackets)
+    return bool(brackets)
+
+
+def check_strings(value: Any) -> None:
+    """Raise :class:`JSONBodyRejected` if a string (key or value) in parsed JSON holds a
+    lone surrogate. Iterative: a deep value cannot overflow the stack here."""
+    stack = [value]
     while stack:
-        item, depth = stack.pop()
+        item = stack.pop()
         if isinstance(item, str):
             if _SURROGATE.search(item):
                 raise JSONBodyRejected(
@@ -77,15 +100,10 @@ def check_value(value: Any, max_depth: int) -> None:
                     "which is not Unicode text."
                 )
         elif isinstance(item, dict):
-            if depth + 1 > max_depth:
-                _too_deep(max_depth)
-            for key, child in item.items():
-                stack.append((key, depth + 1))
-                stack.append((child, depth + 1))
+            stack.extend(item)
+            stack.extend(item.values())
         elif isinstance(item, list):
-            if depth + 1 > max_depth:
-                _too_deep(max_depth)
-            stack.extend((child, depth + 1) for child in item)
+            stack.extend(item)
 
 
 def _too_deep(limit: int) -> NoReturn:

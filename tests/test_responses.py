@@ -206,6 +206,7 @@ def test_max_json_depth_is_a_setting_and_counts_nesting_not_brackets(json_app, t
     fine = [
         json.dumps([[{"a": [1, 2, {"b": "c"}]}]] * 300),  # many brackets, little depth
         "[" * 50 + "]" * 50,
+        json.dumps({"text": "[" * 300, "quoted": '\\"' + "{" * 300, "list": [[1]] * 300}),
         json.dumps({"emoji": "\U0001f600"}, ensure_ascii=False),
         '{"escaped": "\\\\ud800 is text, not a surrogate"}',
         '["\\ud83d\\ude00"]',  # an escaped surrogate pair is one code point

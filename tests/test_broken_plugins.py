@@ -156,11 +156,11 @@ def prefix_over_host_route(root: Path) -> Kind:
 def two_plugins_one_prefix(root: Path) -> Kind:
     first = make_plugin_dist(root, "prefix_a", blueprint_source("prefix_a", "/api/shared"))
     second = make_plugin_dist(root, "prefix_b", blueprint_source("prefix_b", "/api/shared"))
+    # Neither served here before (no mounted.json), so neither takes the place.
     return Kind(
-        {"prefix_b": second},
-        ["'/api/shared'", "plugin 'prefix_a'"],
-        others=[first],
-        survivors={"prefix_a": "/api/shared/ping"},
+        {"prefix_a": first, "prefix_b": second},
+        ["its prefix '/api/shared' overlaps '/api/shared' of plugin 'prefix_"],
+        bad_urls=["/api/shared/ping"],
     )
 
 
@@ -180,11 +180,9 @@ def two_plugins_one_blueprint_name(root: Path) -> Kind:
     first = make_plugin_dist(root, "bp_first", blueprint_source("bp_first", blueprint="shared"))
     second = make_plugin_dist(root, "bp_second", blueprint_source("bp_second", blueprint="shared"))
     return Kind(
-        {"bp_second": second},
-        ["'shared'", "plugin 'bp_first'"],
-        others=[first],
-        survivors={"bp_first": "/api/bp_first/ping"},
-        bad_urls=["/api/bp_second/ping"],
+        {"bp_first": first, "bp_second": second},
+        ["blueprint", "'shared'", "plugin 'bp_"],
+        bad_urls=["/api/bp_first/ping", "/api/bp_second/ping"],
     )
 
 
@@ -378,7 +376,7 @@ def everything(tmp_path_factory):
                 kind,
                 pool.submit(_run, ["run.py", "plugins", "--json"], env("json", "skip")),
                 pool.submit(_run, ["-c", PROBE, *urls], env("probe", "skip")),
-                pool.submit(_run, ["run.py", "plugins"], env("strict", "raise")),
+                pool.submit(_run, ["run.py", "routes"], env("strict", "raise")),
             )
         # The doctor over every kind at once: each plugin alone, then all together.
         everyone = sorted({"good", *(p for kind in kinds.values() for p in kind.plugins)})

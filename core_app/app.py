@@ -43,7 +43,7 @@ def create_app(
         invalid host configuration.
     """
     role = role or roles.current()
-    instance = instance_path(test_config, Path.cwd() / "instance")
+    instance = instance_path(test_config)
     app = CoreApp("core_app", instance_path=str(instance), static_folder=None)
     app.request_class = HostRequest  # JSON bodies: 400, never a 500 (wrappers.py)
     try:

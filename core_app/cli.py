@@ -27,15 +27,19 @@ from celery import Celery
 from flask import Flask
 from flask.cli import ScriptInfo, routes_command, shell_command
 from flask.helpers import get_debug_flag
-from werkzeug.serving import run_simple
 
-from .config import is_production
-from .discovery import host_version, installed_plugins
+from .config import instance_path, is_production
+from .discovery import PluginSource, host_version, installed_plugins
 from .errors import ConfigError, CoreAppError, PluginConflictError
 from .plugins import PluginHost
 from .records import PluginRecord
 from .roles import BEAT, COMMAND, Role, assume
 from .tasks import DEFAULT_QUEUE
+
+
+def _installed() -> tuple[PluginSource, ...]:
+    """Installed plugins from metadata, through the same cache create_app() reads."""
+    return installed_plugins(instance_path())
 
 
 class RefusedToStart(click.ClickException):
@@ -98,12 +102,12 @@ class HostGroup(click.Group):
     a plugin is imported only when one of its commands runs."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        plugins = {source.name for source in installed_plugins()} - set(self.commands)
+        plugins = {source.name for source in _installed()} - set(self.commands)
         return [*sorted(self.commands), *sorted(plugins)]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
-        if command is None and name in {source.name for source in installed_plugins()}:
+        if command is None and name in {source.name for source in _installed()}:
             return PluginCommands(name)
         return command
 
@@ -137,7 +141,7 @@ def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> N
         f"Python {platform.python_version()}, Flask {version('flask')}, Celery {version('celery')}",
         *(
             f"plugin {s.name}: {s.distribution or '(no distribution)'} {s.version or ''}"
-            for s in installed_plugins()
+            for s in _installed()
         ),
     ]
     click.echo("\n".join(line.rstrip() for line in lines))
@@ -334,7 +338,7 @@ def worker_command(all_plugins: bool, args: Sequence[str]) -> None:
     if not args or args[0].startswith("-"):
         raise click.UsageError("Name a plugin (python run.py worker shop) or use --all.")
     name, args = args[0], args[1:]
-    installed = sorted({source.name for source in installed_plugins()})
+    installed = sorted({source.name for source in _installed()})
     if name not in installed:
         known = ", ".join(installed) or "none"
         raise click.UsageError(f"No plugin named {name!r} is installed (installed: {known}).")
@@ -392,6 +396,8 @@ def serve_command(
         worker = subprocess.Popen(_self_command(ctx, "worker", "--all", "--concurrency", "1"))
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        from werkzeug.serving import run_simple  # only the server needs it
+
         app.debug = debug
         run_simple(host, port, app, use_reloader=debug, use_debugger=debug, threaded=True)
     finally:

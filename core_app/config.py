@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,12 +76,14 @@ DEFAULTS: dict[str, Any] = {
 _NAME_LISTS = ("PLUGINS", "DISABLED_PLUGINS")
 
 
-def instance_path(test_config: Mapping[str, Any] | None, default: Path) -> Path:
-    """The instance folder: test config, then ``CORE_APP_INSTANCE_PATH``, then default."""
+def instance_path(test_config: Mapping[str, Any] | None = None) -> Path:
+    """The instance folder: ``INSTANCE_PATH`` from the test config, else
+    ``CORE_APP_INSTANCE_PATH``, else ``instance/`` in the working directory. Never guessed
+    from where the caller's file is: every process of a deployment finds the same one."""
     chosen = (test_config or {}).get("INSTANCE_PATH") or os.environ.get(
         f"{ENV_PREFIX}_INSTANCE_PATH"
     )
-    return Path(chosen).resolve() if chosen else default
+    return Path(chosen or "instance").resolve()
 
 
 def load_config(app: Flask, test_config: Mapping[str, Any] | None = None) -> None:
@@ -104,6 +105,8 @@ def _load_settings_file(app: Flask, path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"CORE_APP_SETTINGS names {path}, which is not a file.")
     if path.suffix == ".toml":
+        import tomllib  # only settings files need it; a worker's start-up does not
+
         app.config.from_file(str(path.resolve()), load=tomllib.load, text=False)
     elif path.suffix == ".json":
         app.config.from_file(str(path.resolve()), load=json.load)

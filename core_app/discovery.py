@@ -23,9 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import importlib_metadata
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 
 from .errors import PluginVersionError
 
@@ -144,6 +142,10 @@ def _write_cache(cache: Path, sources: tuple[PluginSource, ...]) -> None:
 
 
 def _host_requirement(requires: list[str]) -> str | None:
+    # Imported here: only a scan parses requirements, and most starts read the cache.
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     for line in requires:
         try:
             req = Requirement(line)

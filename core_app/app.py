@@ -15,7 +15,8 @@ from . import builtins, roles
 from .cli import init_cli
 from .config import PRODUCTION, instance_path, load_config, plugin_namespace
 from .errors import ConfigError, PluginConflictError, PluginDeclarationError
-from .mounting import CoreApp, Mounter
+from .hostapp import CoreApp
+from .mounting import Mounter
 from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers

@@ -23,8 +23,10 @@ from werkzeug.routing import Rule
 
 from core_app import PluginConflictError, PluginDeclarationError, create_app, hookimpl
 from core_app.doctor import format_report, inspect_plugins
-from core_app.mounting import MOUNTED_FILE, Mounter, Owners, Route
+from core_app.hostapp import MOUNTED_FILE
+from core_app.mounting import Mounter
 from core_app.roles import BEAT, Role
+from core_app.routes import Owners, Route
 
 
 def _pair(fake_dist, alpha_prefix, beta_source):

@@ -5,7 +5,7 @@
 ``BENCH_BROKER_URL`` names the broker. The task is the very module the generated
 ``benchnoop`` plugin ships (``benchnoop.tasks``, a plain ``@shared_task``), imported here
 so both workers run the same code. With ``BENCH_BARE_SETTINGS=core`` the app also takes
-core_app's delivery settings (``core_app.tasks.delivery_defaults``) and a Redis result
+core_app's delivery settings (``core_app.celery_app.delivery_defaults``) and a Redis result
 backend, to tell the cost of those settings from the cost of the host;
 ``BENCH_BARE_OVERRIDES`` (JSON) then changes single settings, to find which one costs.
 ``BENCH_TASK_MODULE`` names another task module to import instead (the worker start-up
@@ -25,7 +25,7 @@ broker = os.environ["BENCH_BROKER_URL"]
 app = Celery("bare", broker=broker)
 
 if os.environ.get("BENCH_BARE_SETTINGS") == "core":
-    from core_app.tasks import delivery_defaults
+    from core_app.celery_app import delivery_defaults
 
     settings = delivery_defaults(SimpleNamespace(config={"VISIBILITY_TIMEOUT": 3600}))  # type: ignore[arg-type]
     app.conf.update(settings, result_backend=broker)

@@ -12,6 +12,7 @@ from flask import Flask, abort, request
 from flask.helpers import get_debug_flag
 
 from . import builtins, roles
+from .celery_app import celery_init_app
 from .cli import init_cli
 from .config import PRODUCTION, instance_path, load_config, plugin_namespace
 from .errors import ConfigError, PluginConflictError, PluginDeclarationError
@@ -21,7 +22,7 @@ from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
 from .roles import Role
-from .tasks import celery_init_app, unregister_inactive_tasks
+from .tasks import unregister_inactive_tasks
 from .wrappers import HostRequest
 
 log = logging.getLogger("core_app")

@@ -51,7 +51,7 @@ def core_app_blueprint(app: Flask) -> Blueprint:
 
 @hookimpl
 def core_app_health_checks() -> Mapping[str, Callable[[], object]]:
-    from .tasks import check_broker
+    from .celery_app import check_broker
 
     return {"broker": check_broker}
 

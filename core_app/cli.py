@@ -245,7 +245,18 @@ def _add_plugin_commands(app: Flask, host: PluginHost, record: PluginRecord) -> 
 
 # -- plugins ----------------------------------------------------------------------------
 
-_COLUMNS = ("name", "distribution", "version", "url_prefix", "routes", "task_modules", "status")
+#: ``routes`` counts endpoints x methods (HEAD and OPTIONS aside), ``beat`` the periodic
+#: tasks by entry name.
+_COLUMNS = (
+    "name",
+    "distribution",
+    "version",
+    "url_prefix",
+    "routes",
+    "task_modules",
+    "beat",
+    "status",
+)
 
 
 @click.group("plugins", invoke_without_command=True)
@@ -259,7 +270,8 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     host: PluginHost = app.extensions["core_app"]
     for warning in host.warnings:
         click.echo(f"Warning: {warning}", err=True)
-    rows = [record.as_dict() for record in host.plugins()]
+    with app.app_context():  # as_dict counts routes on this app's URL map
+        rows = [record.as_dict() for record in host.plugins()]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
@@ -271,6 +283,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
         value = row[column]
         if column == "status" and row["status"] != "loaded":
             return f"{value}: {row['error'] or row['reason']}"
+        if column == "beat":
+            return ", ".join(f"{e['name']} ({e['schedule']})" for e in value) or "-"
         if isinstance(value, list):
             return ", ".join(value) or "-"
         return "-" if value is None else str(value)

@@ -49,7 +49,8 @@ def inspect_plugins(names: Sequence[str] | None) -> list[dict[str, Any]]:
 
 def _describe(host: PluginHost, name: str) -> dict[str, Any]:
     record = host.records[name]
-    report = record.as_dict()
+    with host.app.app_context():  # as_dict counts routes on this app's URL map
+        report = record.as_dict()
     report.update(
         import_ms=round(record.import_seconds * 1000, 1),
         hooks=host.implemented_hooks(name),
@@ -155,9 +156,13 @@ def format_report(reports: list[dict[str, Any]]) -> str:
         if r["status"] != LOADED:
             continue
         lines.append(f"  import: {r['import_ms']} ms; hooks: {', '.join(r['hooks']) or 'none'}")
-        lines.append(f"  routes: {r['routes']} under {r['url_prefix'] or '-'}")
+        lines.append(
+            f"  routes: {r['routes']} under {r['url_prefix'] or '-'} (endpoints x methods)"
+        )
         lines.append(f"  app-wide hooks: {', '.join(r.get('app_hooks') or []) or 'none'}")
         lines.append(f"  tasks on queue {r['queue'] or '-'}: {', '.join(r['tasks']) or 'none'}")
+        beat = [f"{e['name']} -> {e['task']} ({e['schedule']})" for e in r.get("beat") or []]
+        lines.append(f"  beat: {', '.join(beat) or 'none'}")
         lines.append(f"  config: {', '.join(r['config_keys']) or 'none'}")
         lines.append(
             f"  requires core-app{r['requires_core_app'] or ' (any)'}: "

@@ -12,6 +12,7 @@ import pytest
 from fakes import blueprint_source, config
 
 from core_app import create_app
+from core_app.doctor import format_report, inspect_plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"name", "distribution", "version", "url_prefix", "routes", "status", "error"}
@@ -50,7 +51,7 @@ def test_plugins_json_describes_every_plugin(mixed_app):
         record = host.records[name]
         assert row["distribution"] == record.distribution
         assert row["version"] == record.version
-        assert row["routes"] == len(record.routes)
+        assert row["routes"] == len(row["endpoints"])
         assert row["url_prefix"] == record.url_prefix
         assert row["status"] == record.status
 
@@ -86,6 +87,52 @@ def test_plugins_table_lists_name_distribution_version_prefix_routes_status(mixe
         assert row["status"] in line
     assert rows["broken"]["error"] in by_name["broken"]
     assert "excluded" in by_name["unused"]
+
+
+def test_routes_count_endpoints_times_methods_and_beat_entries_are_listed(fake_dist, tmp_path):
+    body = """
+    from celery.schedules import crontab
+
+    @blueprint.route("/items", methods=["GET", "POST", "PUT"])
+    def items():
+        return {}
+
+    @hookimpl
+    def core_app_beat_schedule():
+        return {
+            "nightly": {"task": "multi.cleanup", "schedule": crontab(0, 3)},
+            "often": {"task": "multi.poll", "schedule": 30.0},
+        }
+    """
+    fake_dist("multi", blueprint_source("multi", body=body))
+    app = create_app(config(tmp_path, ["multi"]))
+    row = _json_rows(app)["multi"]
+    # GET /ping, and GET, POST, PUT on /items: four endpoints x methods from two rules.
+    assert row["endpoints"] == [
+        "GET /api/multi/items",
+        "POST /api/multi/items",
+        "PUT /api/multi/items",
+        "GET /api/multi/ping",
+    ]
+    assert row["routes"] == 4
+    assert row["beat"] == [
+        {"name": "multi.nightly", "task": "multi.cleanup", "schedule": "crontab 0 3 * * *"},
+        {"name": "multi.often", "task": "multi.poll", "schedule": "every 30 s"},
+    ]
+    assert app.test_client().get("/plugins").get_json()[0]["routes"] == 4  # the same count
+
+    table = app.test_cli_runner().invoke(args=["plugins"]).stdout.splitlines()
+    assert "beat" in table[0].split()
+    assert " 4 " in table[1]
+    assert "multi.nightly (crontab 0 3 * * *), multi.often (every 30 s)" in table[1]
+
+    # The doctor's report (python run.py plugins check) shows both as well.
+    report = format_report(inspect_plugins(["multi"]))
+    assert "routes: 4 under /api/multi (endpoints x methods)" in report, report
+    assert (
+        "beat: multi.nightly -> multi.cleanup (crontab 0 3 * * *), "
+        "multi.often -> multi.poll (every 30 s)"
+    ) in report, report
 
 
 def _env(**extra):

@@ -9,6 +9,7 @@ stopped by the test session, and Celery workers in separate processes. Override 
         return ["billing"]
 
 Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
+``rabbitmq_server`` (session, a private node), ``amqp_url`` (a fresh vhost on it),
 ``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``make_app``, ``app``,
 ``client``, ``runner``, ``redis_app`` (an app on the session's Redis) and
 ``celery_worker`` (a worker process for ``redis_app``'s plugins).
@@ -17,47 +18,36 @@ Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
-import shutil
 import signal
 import site
-import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from .app import create_app
 from .discovery import rescan
+from .servers import RabbitMQServer, RedisServer, free_port, wait_until
 
-__all__ = ["RedisServer", "WorkerProcess", "child_venv", "free_port", "wait_until"]
+_vhosts = itertools.count(1)
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``condition()`` until it returns something truthy, or fail the test."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {condition}")
+__all__ = [
+    "RabbitMQServer",
+    "RedisServer",
+    "WorkerProcess",
+    "child_venv",
+    "free_port",
+    "wait_until",
+]
 
 
 def child_venv(path: Path, *, with_pip: bool = False) -> Path:
@@ -98,67 +88,6 @@ def child_venv(path: Path, *, with_pip: bool = False) -> Path:
     line = "import site; " + "; ".join(f"site.addsitedir({f!r})" for f in folders)
     (Path(purelib) / "_core_app_running_env.pth").write_text(line + "\n")
     return python
-
-
-class RedisServer:
-    """A real redis-server process that a test can stop, kill and restart on one port."""
-
-    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail("redis-server is not installed: apt-get install redis-server")
-        self.executable = executable
-        self.directory = directory
-        self.appendonly = appendonly
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> RedisServer:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        command = [
-            self.executable,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(self.directory),
-            "--save",
-            "",
-            "--appendonly",
-            "yes" if self.appendonly else "no",
-            "--appendfsync",
-            "always",
-        ]
-        log = (self.directory / "redis.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        wait_until(lambda: _pings(client), timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=10)
-        self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 class WorkerProcess:
@@ -220,6 +149,23 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> Iterator[RabbitMQServer]:
+    """A private RabbitMQ node for the test session (started on first use, ~5 s)."""
+    server = RabbitMQServer().start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def amqp_url(rabbitmq_server: RabbitMQServer) -> str:
+    """A fresh vhost on the session's RabbitMQ node for this test (started again if a
+    test stopped it)."""
+    if rabbitmq_server.process is None or rabbitmq_server.process.poll() is not None:
+        rabbitmq_server.start()
+    return rabbitmq_server.add_vhost(f"test-{os.getpid()}-{next(_vhosts)}")
 
 
 @pytest.fixture

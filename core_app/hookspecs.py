@@ -80,7 +80,9 @@ def core_app_task_modules() -> Sequence[str] | None:
     plugin package's ``tasks`` module when it exists.
 
     :return: importable module names. Every task defined in them (plain
-        ``@shared_task``) belongs to this plugin and is routed to its queue.
+        ``@shared_task``) belongs to this plugin and is routed to its queue. Its name
+        starts with ``<plugin>.`` or with the plugin's package (Celery's default name,
+        ``core_app_billing.tasks.charge``), so that every process can route it.
     """
 
 

@@ -1,8 +1,10 @@
 """Plugins' tasks: which plugin owns each task, and the queue it goes to.
 
-A task belongs to the plugin whose task modules define it, whatever its name, and is
-routed to that plugin's queue. Plugins reach each other's tasks by name with
-:func:`send_task`, which knows every enabled plugin's queue without importing it.
+A task belongs to the plugin whose task modules define it, and is routed to that
+plugin's queue. Plugins reach each other's tasks by name with :func:`send_task`, which
+knows every enabled plugin's queue without importing it: a task's name says which
+plugin it belongs to (``<plugin>.`` or the plugin's package), and a name that does not
+is refused where the task is defined, because no other process could route it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -108,8 +110,9 @@ def claim_tasks(celery_app: Celery, host: PluginHost, router: PluginRouter) -> N
 
 
 def check_task_names(router: PluginRouter, record: PluginRecord) -> None:
-    """Refuse a plugin whose task modules hold a task another plugin owns: one name
-    defined twice (Celery keeps the first), or a task imported from another plugin."""
+    """Refuse a plugin whose task modules hold a task another plugin owns (one name
+    defined twice, where Celery keeps the first, or a task imported from another
+    plugin), or a task whose name other processes cannot route to this plugin."""
     for name in record.task_modules:
         module = sys.modules[name]
         for value in vars(module).values():
@@ -124,6 +127,36 @@ def check_task_names(router: PluginRouter, record: PluginRecord) -> None:
                         "plugins' tasks by name with core_app.send_task, not by import.",
                         other=f"plugin {other!r}",
                     )
+    for task_name in record.tasks:
+        _check_routable(router, record, task_name)
+
+
+def _check_routable(router: PluginRouter, record: PluginRecord, task_name: str) -> None:
+    """A process that does not import this plugin's task modules (another plugin's
+    worker, beat) knows the task by its name only: the name must lead to this plugin."""
+    named = router.named_owner(task_name)
+    if named == record.name:
+        return
+    fix = (
+        f"name it '{record.name}.<task>' (@shared_task(name=...)), or leave Celery's "
+        f"default name (module path) to a task defined in the plugin's own package."
+    )
+    if named is None:
+        raise PluginDeclarationError(
+            record.name,
+            f"its task {task_name!r} has a name that leads to no plugin: a process that "
+            f"does not import {record.name}'s tasks (another plugin's worker, beat) cannot "
+            "tell its queue, so send_task raises TaskUnavailable there and beat would "
+            "queue it where no worker reads.",
+            fix,
+        )
+    raise PluginConflictError(
+        record.name,
+        f"its task {task_name!r} is named like plugin {named!r}'s tasks: processes that "
+        f"do not import {record.name}'s tasks would route it to {named!r}'s queue.",
+        fix,
+        other=f"plugin {named!r}",
+    )
 
 
 def _import_task_module(record: PluginRecord, name: str) -> None:
@@ -166,13 +199,14 @@ class PluginRouter:
     """Celery router: a task goes to the queue of the plugin that owns it.
 
     Owners are known from the imported task modules; a task of an enabled plugin not
-    loaded in this process (a worker for another plugin) is found by its name's
-    ``<plugin>.`` prefix, so no plugin has to be imported to send it a task.
+    loaded in this process (a worker for another plugin, beat) is found by its name
+    (:meth:`named_owner`), so no plugin has to be imported to send it a task.
     """
 
     def __init__(self, host: PluginHost) -> None:
         self.host = host
         self.owners: dict[str, str] = {}
+        self._packages: dict[str, str] | None = None
 
     def claim(self, record: PluginRecord, names: Sequence[str]) -> None:
         for name in names:
@@ -182,11 +216,27 @@ class PluginRouter:
         claimed = self.owners.get(task_name)
         if claimed is not None:
             return claimed if self.host.records[claimed].active else None
-        prefix = task_name.partition(".")[0]
-        record = self.host.records.get(prefix)
-        if record is not None and record.enabled and not record.builtin and not record.failed:
-            return prefix
+        named = self.named_owner(task_name)
+        record = self.host.records.get(named) if named else None
+        if record is not None and record.enabled and not record.failed:
+            return named
         return None
+
+    def named_owner(self, task_name: str) -> str | None:
+        """The installed plugin a task name points at, whatever its status: the
+        ``<plugin>.`` prefix, else the longest package of a plugin's entry point that
+        the name starts with (Celery names a ``@shared_task`` without ``name=`` after
+        its module, ``core_app_shop.tasks.summary``). Nothing is imported."""
+        prefix, dot, _ = task_name.partition(".")
+        record = self.host.records.get(prefix) if dot else None
+        if record is not None:
+            return None if record.builtin else prefix
+        if self._packages is None:
+            self._packages = _packages_of(self.host.records.values())
+        module = task_name.rpartition(".")[0]
+        while module and module not in self._packages:
+            module = module.rpartition(".")[0]
+        return self._packages.get(module) if module else None
 
     def __call__(
         self, name: str, args: Any, kwargs: Any, options: Mapping[str, Any], **kw: Any
@@ -219,3 +269,23 @@ def send_task(
         return celery_app.send_task(name, args=args, kwargs=kwargs, **options)
     except OperationalError as exc:
         raise BrokerUnavailable(f"Could not queue {name!r}: {exc}") from exc
+
+
+def _packages_of(records: Iterable[PluginRecord]) -> dict[str, str]:
+    """Package (and module) -> plugin, for every package that holds exactly one
+    plugin's entry point; a package two plugins share (a namespace) names neither."""
+    found: dict[str, set[str]] = {}
+    for record in records:
+        if record.builtin:
+            continue
+        obj = record.source.obj
+        if obj is None:
+            module = record.source.target.partition(":")[0].strip()
+        else:
+            module = obj.__name__ if isinstance(obj, ModuleType) else ""
+        parts = module.split(".")
+        if not module or not all(part.isidentifier() for part in parts):
+            continue
+        for end in range(1, len(parts) + 1):
+            found.setdefault(".".join(parts[:end]), set()).add(record.name)
+    return {package: names.pop() for package, names in found.items() if len(names) == 1}

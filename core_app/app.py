@@ -22,6 +22,7 @@ from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
 from .roles import Role
+from .task_options import apply_task_options
 from .tasks import unregister_inactive_tasks
 from .wrappers import HostRequest
 
@@ -62,6 +63,7 @@ def create_app(
     if role.mounts_routes:
         Mounter(app, host).mount_all()
     celery_init_app(app, host)
+    host.each(lambda record: apply_task_options(host, record), builtins=False)
     host.each(lambda record: _collect_declarations(host, record))
     _configure_beat(app, host)
     init_cli(app, host)

@@ -87,6 +87,29 @@ def core_app_task_modules() -> Sequence[str] | None:
 
 
 @hookspec
+def core_app_task_options() -> Mapping[str, Mapping[str, Any]] | None:
+    """Set Celery options on the plugin's own tasks.
+
+    Called once while the app is built, after the plugin's task modules are imported,
+    in every process that imports them (web processes and the plugin's own workers).
+
+    :return: options by task name, as Celery's ``task_annotations`` take them: the key
+        ``"*"`` sets options for every task of the plugin, a task's own entry wins over
+        it, for example ``{"*": {"time_limit": 300}, "shop.report": {"ignore_result":
+        True}}``. Options: ``ignore_result``, ``store_errors_even_if_ignored``,
+        ``acks_late``, ``reject_on_worker_lost``, ``track_started`` (booleans);
+        ``time_limit``, ``soft_time_limit`` (seconds); ``rate_limit`` (``"10/m"``, per
+        worker); ``max_retries``, ``default_retry_delay``, ``autoretry_for`` (exception
+        classes), ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``,
+        ``retry_kwargs``. They win over the task decorator's and the app-wide
+        ``CELERY`` settings; the operator's ``CELERY["task_annotations"]`` win over
+        them. An unknown option or a bad value is a ``PluginDeclarationError``; a task
+        the plugin does not own is refused (``PluginConflictError`` when another plugin
+        owns it). Queues are not options: a plugin's tasks go to its queue.
+    """
+
+
+@hookspec
 def core_app_beat_schedule() -> Mapping[str, Mapping[str, Any]] | None:
     """Declare periodic tasks for ``run.py beat``.
 

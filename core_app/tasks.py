@@ -4,7 +4,8 @@ A task belongs to the plugin whose task modules define it, and is routed to that
 plugin's queue. Plugins reach each other's tasks by name with :func:`send_task`, which
 knows every enabled plugin's queue without importing it: a task's name says which
 plugin it belongs to (``<plugin>.`` or the plugin's package), and a name that does not
-is refused where the task is defined, because no other process could route it.
+is refused where the task is defined, because no other process could route it. Options
+a plugin sets on its tasks are :mod:`core_app.task_options`.
 """
 
 from __future__ import annotations
@@ -265,6 +266,9 @@ def send_task(
             f"No enabled plugin provides the task {name!r}; install and enable the plugin "
             "that defines it."
         )
+    task = celery_app.tasks.get(name)
+    if task is not None:  # as Task.apply_async does: no result subscription if ignored
+        options.setdefault("ignore_result", task.ignore_result)
     try:
         return celery_app.send_task(name, args=args, kwargs=kwargs, **options)
     except OperationalError as exc:

@@ -180,3 +180,26 @@ def test_a_plugin_not_loaded_in_a_process_registers_no_task_there(
     assert report["send_email"] == send_email
     expected = 1 if send_email == "queued" else 0
     assert redis_server.client().llen("notifications") == expected
+
+
+def test_send_task_asks_no_result_of_a_task_that_ignores_it(redis_app, redis_server):
+    """``core_app.send_task``, like ``Task.apply_async``, tells the worker whether to store
+    the result (the task's ``ignore_result``, set by ``core_app_task_options``) and does
+    not wait on a result channel for one that never comes."""
+    with redis_app.app_context():
+        email = send_task("notifications.send_email", kwargs=EMAIL)
+        summary = send_task("shop.daily_sales_summary")
+        asked = send_task("shop.daily_sales_summary", ignore_result=False)
+    headers = {
+        json.loads(raw)["headers"]["id"]: json.loads(raw)["headers"]
+        for queue in ("notifications", "shop")
+        for raw in redis_server.client().lrange(queue, 0, -1)
+    }
+    assert headers[email.id]["ignore_result"] is False
+    assert headers[summary.id]["ignore_result"] is True
+    assert headers[asked.id]["ignore_result"] is False
+    assert summary.ignored and summary.get(timeout=1) is None
+    channels = {
+        key.decode() for key in redis_app.extensions["celery"].backend.result_consumer.subscribed_to
+    }
+    assert channels == {f"celery-task-meta-{email.id}", f"celery-task-meta-{asked.id}"}

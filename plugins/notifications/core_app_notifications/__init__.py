@@ -9,6 +9,8 @@ from flask import Blueprint, Flask
 
 from core_app import hookimpl
 
+from .constants import SEND_EMAIL_TASK
+
 
 @hookimpl
 def core_app_config_defaults() -> Mapping[str, Any]:
@@ -31,3 +33,10 @@ def core_app_blueprint(app: Flask) -> Blueprint:
     from .views import blueprint
 
     return blueprint
+
+
+@hookimpl
+def core_app_task_options() -> Mapping[str, Mapping[str, Any]]:
+    # GET /api/notifications/emails/<task_id> reads the result: keep it stored even
+    # where an operator turns results off app-wide (CELERY__task_ignore_result=true).
+    return {SEND_EMAIL_TASK: {"ignore_result": False}}

@@ -27,6 +27,13 @@ def core_app_blueprint(app: Flask) -> Blueprint:
 
 
 @hookimpl
+def core_app_task_options() -> Mapping[str, Mapping[str, Any]]:
+    # Beat runs the summary daily and nobody reads its result (the worker logs it):
+    # storing it would cost a result-backend write per run for nothing.
+    return {DAILY_SUMMARY_TASK: {"ignore_result": True}}
+
+
+@hookimpl
 def core_app_beat_schedule() -> Mapping[str, Mapping[str, Any]]:
     return {"daily-sales-summary": {"task": DAILY_SUMMARY_TASK, "schedule": crontab(0, 5)}}
 

@@ -214,7 +214,7 @@ def one_task_name_from_two_plugins(root: Path) -> Kind:
     from celery import shared_task
 
 
-    @shared_task(name="dup.same")
+    @shared_task(name="dup_a.same")
     def same():
         return "same"
     """
@@ -226,7 +226,7 @@ def one_task_name_from_two_plugins(root: Path) -> Kind:
     )
     return Kind(
         {"dup_b": second},
-        ["'dup.same'", "plugin 'dup_a'"],
+        ["'dup_a.same'"],
         others=[first],
         survivors={"dup_a": "/api/dup_a/ping"},
         bad_urls=["/api/dup_b/ping"],

@@ -55,7 +55,7 @@ def test_a_plugin_worker_leaves_other_plugins_tasks_queued(
     try:
         with redis_app.app_context():
             email = send_task("notifications.send_email", kwargs=EMAIL)
-            summary = send_task("shop.daily_sales_summary")
+            summary = send_task("shop.daily_sales_summary", ignore_result=False)
         assert summary.get(timeout=20) == {"hours": 24, "purchases": 0, "total_cents": 0}
         time.sleep(1.5)  # the shop worker has been consuming for a while now
         assert redis_server.client().llen("notifications") == 1

@@ -34,7 +34,7 @@ def test_daily_sales_summary_totals_the_purchases(redis_app, celery_worker):
         receipts.append(purchase.json["receipt"]["task_id"])
 
     with redis_app.app_context():
-        summary = send_task("shop.daily_sales_summary", kwargs={"hours": 24})
+        summary = send_task("shop.daily_sales_summary", kwargs={"hours": 24}, ignore_result=False)
     assert summary.get(timeout=20) == {"hours": 24, "purchases": 2, "total_cents": 1700}
 
     # The receipts went to the notifications plugin by task name and were sent.
@@ -48,5 +48,5 @@ def test_daily_sales_summary_totals_the_purchases(redis_app, celery_worker):
 
 def test_the_summary_of_a_quiet_day_is_zero(redis_app, celery_worker):
     with redis_app.app_context():
-        summary = send_task("shop.daily_sales_summary")
+        summary = send_task("shop.daily_sales_summary", ignore_result=False)
     assert summary.get(timeout=20) == {"hours": 24, "purchases": 0, "total_cents": 0}

@@ -1,20 +1,34 @@
-"""Routes of the notifications plugin, under /api/notifications."""
+"""Routes of the notifications plugin, under /api/notifications.
+
+``POST /emails`` checks the email (:mod:`.validation`: 400 naming each bad field), queues
+it and answers 202 with its id and status URL. The id is signed with the app's
+``SECRET_KEY`` and carries the time it was issued, so ``GET /emails/<id>`` answers 404 for
+an id this API never issued (Celery itself says PENDING for any id it has no record of)
+and tells how long an issued email has waited (``queued_at``): PENDING for an hour means
+no worker consumed it, not that the id is wrong.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC
 from typing import Any
 
 from celery.result import AsyncResult
 from flask import Blueprint, Response, current_app, request, url_for
+from itsdangerous import BadSignature, TimestampSigner
 
 from core_app import json_error
 
-from .constants import MAX_ADDRESS_LENGTH, MAX_BODY_LENGTH, MAX_SUBJECT_LENGTH, URL_PREFIX
+from .constants import URL_PREFIX
 from .tasks import send_email
+from .validation import InvalidEmail, check_email
 
 blueprint = Blueprint("notifications", __name__, url_prefix=URL_PREFIX)
 
-_LIMITS = {"to": MAX_ADDRESS_LENGTH, "subject": MAX_SUBJECT_LENGTH, "body": MAX_BODY_LENGTH}
+
+def _signer() -> TimestampSigner:
+    return TimestampSigner(current_app.secret_key, salt="core_app_notifications.email-id")
 
 
 @blueprint.post("/emails")
@@ -22,26 +36,29 @@ def queue_email() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return json_error(400, "Bad Request", "Expected a JSON object with to, subject, body.")
-    errors = {
-        field: f"required, a string of at most {limit} characters"
-        for field, limit in _LIMITS.items()
-        if not isinstance(body.get(field), str) or len(body[field]) > limit
-    }
-    if not errors and "@" not in body["to"]:
-        errors["to"] = "must be an email address"
-    if errors:
-        return json_error(400, "Bad Request", "The email is invalid.", fields=errors)
-    result = send_email.apply_async(
-        kwargs={"to": body["to"], "subject": body["subject"], "body": body["body"]}
-    )
+    try:
+        fields = [body.get("to"), body.get("subject"), body.get("body")]
+        email = check_email(*fields, current_app.config)
+    except InvalidEmail as exc:
+        return json_error(400, "Bad Request", "The email is invalid.", fields=exc.errors)
+    task_id = _signer().sign(uuid.uuid4().hex).decode()
+    result = send_email.apply_async(kwargs=email, task_id=task_id)
     status_url = url_for(".email_status", task_id=result.id)
     return {"task_id": result.id, "status_url": status_url}, 202, {"Location": status_url}
 
 
 @blueprint.get("/emails/<task_id>")
-def email_status(task_id: str) -> dict[str, Any]:
+def email_status(task_id: str) -> Response | dict[str, Any]:
+    try:
+        _, issued = _signer().unsign(task_id, return_timestamp=True)
+    except BadSignature:
+        return json_error(404, "Not Found", "No email was queued with this id.")
     result = AsyncResult(task_id, app=current_app.extensions["celery"])
-    answer: dict[str, Any] = {"task_id": task_id, "state": result.state}
+    answer: dict[str, Any] = {
+        "task_id": task_id,
+        "state": result.state,
+        "queued_at": issued.astimezone(UTC).isoformat(timespec="seconds"),
+    }
     if result.successful():
         answer["result"] = result.result
     elif result.failed():

@@ -6,6 +6,7 @@ and ``celery_worker`` use a real redis-server and a real worker process.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,26 @@ def test_a_body_that_is_not_a_json_object_is_refused(client, data):
     assert "JSON object" in response.json["message"]
 
 
-def test_an_unknown_task_is_pending(client):
-    response = client.get("/api/notifications/emails/no-such-task")
-    assert response.status_code == 200
-    assert response.json == {"task_id": "no-such-task", "state": "PENDING"}
+@pytest.mark.parametrize("task_id", ["no-such-task", "0f3c2a52b4a54d4c8b1b2a4f7d7f2e11"])
+def test_an_id_this_api_never_issued_is_404(client, task_id):
+    response = client.get(f"/api/notifications/emails/{task_id}")
+    assert response.status_code == 404
+    assert response.json["error"] == "Not Found"
+
+
+def test_an_issued_id_that_no_worker_consumed_yet_is_pending_since_it_was_queued(client, make_app):
+    queued = client.post("/api/notifications/emails", json=EMAIL)  # no worker runs here
+    assert queued.status_code == 202
+    body = client.get(queued.json["status_url"]).json
+    assert body["task_id"] == queued.json["task_id"] and body["state"] == "PENDING"
+    age = datetime.now(UTC) - datetime.fromisoformat(body["queued_at"])
+    assert timedelta(0) <= age < timedelta(minutes=1), body
+
+    # An id signed with another SECRET_KEY, or altered, was not issued by this app.
+    url = queued.json["status_url"]
+    assert client.get(url[:-1] + ("A" if url[-1] != "A" else "B")).status_code == 404
+    other_key = make_app(SECRET_KEY="another key, of another deployment").test_client()
+    assert other_key.get(url).status_code == 404
 
 
 def test_a_queued_email_is_written_to_the_outbox_by_a_worker(redis_app, celery_worker):
@@ -64,7 +81,8 @@ def test_a_queued_email_is_written_to_the_outbox_by_a_worker(redis_app, celery_w
     body = wait_until(finished, timeout=20)
     assert body["state"] == "SUCCESS", body
     eml = Path(redis_app.instance_path) / "outbox" / f"{response.json['task_id']}.eml"
-    assert body["result"]["path"] == str(eml)
+    assert body["result"]["file"] == eml.name  # within the outbox: no server path leaks
+    assert str(redis_app.instance_path) not in str(body)
     text = eml.read_text()
     assert "To: ada@example.com" in text
     assert "Subject: Welcome" in text

@@ -41,7 +41,7 @@ def test_daily_sales_summary_totals_the_purchases(redis_app, celery_worker):
     celery = redis_app.extensions["celery"]
     for number, task_id in enumerate(receipts, start=1):
         sent = celery.AsyncResult(task_id).get(timeout=20)
-        eml = Path(sent["path"]).read_text()
+        eml = (Path(redis_app.instance_path) / "outbox" / sent["file"]).read_text()
         assert f"Subject: Your receipt for purchase #{number}" in eml
         assert sent["to"] == "ada@example.com"
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
+import unicodedata
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -48,13 +50,28 @@ def _json_object() -> dict[str, Any]:
     return body
 
 
+#: Control characters (CR, LF, NUL...), surrogates, line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: One plain address: no spaces, lists, quotes, brackets or display names. The
+#: notifications plugin checks it again, fully, before it sends anything.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # an ASCII local part (RFC 5322 atoms)
+    r"@[^\s@,;:<>()\[\]\\\"]+\.[^\s@,;:<>()\[\]\\\"]+"  # a dotted domain, IDN allowed
+)
+
+
 def _text(body: dict[str, Any], field: str, limit: int, errors: dict[str, str]) -> str:
+    """A one-line text: names, items and addresses end up in emails."""
     value = body.get(field)
     if not isinstance(value, str) or not value.strip():
         errors[field] = "required, a non-empty string"
         return ""
     if len(value) > limit:
         errors[field] = f"at most {limit} characters"
+    elif any(unicodedata.category(char) in _UNSAFE_CATEGORIES for char in value):
+        errors[field] = "must not contain control or line-break characters"
+    elif "=?" in value:
+        errors[field] = "must not contain '=?' (an encoded word in an email header)"
     return value.strip()
 
 
@@ -82,8 +99,8 @@ def create_user() -> tuple[dict[str, Any], int]:
     body, errors = _json_object(), {}
     name = _text(body, "name", MAX_NAME_LENGTH, errors)
     email = _text(body, "email", MAX_EMAIL_LENGTH, errors)
-    if email and "@" not in email:
-        errors["email"] = "must be an email address"
+    if email and "email" not in errors and not _EMAIL.fullmatch(email):
+        errors["email"] = "must be one email address, such as ann@example.org"
     if errors:
         raise Invalid(errors)
     db = get_db()

@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+#: kombu's filesystem transport; the host name is ignored but must be given.
+EMBEDDED_BROKER_URL = "filesystem://localhost/"
+
 
 def embedded_config(instance_path: str | Path) -> dict[str, Any]:
     """Celery settings for the filesystem broker and result backend in the instance folder."""
@@ -25,7 +28,9 @@ def embedded_config(instance_path: str | Path) -> dict[str, Any]:
     for folder in [*folders.values(), results]:
         folder.mkdir(parents=True, exist_ok=True)
     return {
-        "broker_url": "filesystem://",
+        # The filesystem transport ignores the host, but kombu warns on every connection
+        # ("No hostname was supplied. Reverting to default 'localhost'") when it is empty.
+        "broker_url": EMBEDDED_BROKER_URL,
         "broker_transport_options": {
             **{key: str(path) for key, path in folders.items()},
             "store_processed": False,

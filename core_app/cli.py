@@ -319,13 +319,13 @@ def new_plugin(name: str, directory: str) -> None:
     """Write a new plugin distribution NAME in DIR, ready to pip install and test."""
     from pathlib import Path
 
-    from .scaffold import write_plugin
+    from .scaffold import next_step, write_plugin
 
     try:
         root = write_plugin(name, Path(directory))
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
-    click.echo(f"Wrote {root}. Next: pip install -e {root} && pytest {root}")
+    click.echo(f"Wrote {root}. Next: {next_step(root)}")
 
 
 # -- workers ----------------------------------------------------------------------------

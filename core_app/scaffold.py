@@ -1,15 +1,23 @@
 """``python run.py new-plugin NAME``: write a new plugin distribution that works as is.
 
-The result is installable (``pip install -e plugins/NAME``), serves a route, has a task on
-its own queue, and its tests pass out of the box with the fixtures core_app ships.
+The result is installable with its test tools (``pip install -e 'plugins/NAME[test]'``),
+serves a route, has a task on its own queue, and its tests pass out of the box with the
+fixtures core_app ships (``python -m pytest plugins/NAME``, in the environment the host
+is installed in). A name that an installed plugin, distribution or package already
+uses is refused: installing the new one would replace it.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import re
+import shlex
 from pathlib import Path
 from string import Template
 
-from .discovery import host_version
+import importlib_metadata
+
+from .discovery import host_version, installed_plugins
 from .errors import ConfigError
 
 _PYPROJECT = """\
@@ -103,7 +111,7 @@ def home() -> dict[str, Any]:
 
 _TASKS = '''\
 """Celery tasks of the $name plugin (queue '$name'): run them with
-``python run.py worker $name``."""
+``python -m core_app worker $name`` (``python run.py worker $name`` beside a run.py)."""
 
 from __future__ import annotations
 
@@ -149,16 +157,59 @@ _README = """\
 
 The $name plugin for core_app.
 
-    pip install -e .           # then restart the host: GET /api/$name/home
-    python run.py worker $name # from the host's folder: runs this plugin's tasks
-    pytest                     # needs redis-server installed for the worker test
+    pip install -e '.[test]'          # the plugin, and pytest for its tests
+    python -m pytest                  # the worker test needs redis-server installed
+    python -m core_app plugins        # $name is listed, loaded, at /api/$name
+    python -m core_app                # serve: GET http://127.0.0.1:5000/api/$name/home
+    python -m core_app worker $name   # a worker for this plugin's tasks
+
+`core-app` is the same command as `python -m core_app`; beside a host's `run.py`,
+`python run.py ...` takes the same commands on that app.
 """
+
+
+def next_step(root: Path) -> str:
+    """The commands that install the new plugin with its test tools and run its tests,
+    with the interpreter of the environment (so pytest is that environment's)."""
+    install = shlex.quote(f"{root}[test]")
+    return f"pip install -e {install} && python -m pytest {shlex.quote(str(root))}"
+
+
+def check_name_is_free(name: str) -> None:
+    """Refuse a name that an installed plugin, distribution or package already uses."""
+    dist_name = f"core-app-{name.replace('_', '-')}"
+    for source in installed_plugins():
+        if source.name == name or _normal(source.distribution or "") == _normal(dist_name):
+            origin = f"{source.distribution or 'no distribution'} {source.version or ''}".strip()
+            raise ConfigError(
+                f"{name!r} is taken: the installed plugin {source.name!r} ({origin}) uses "
+                f"this name. Installing the new plugin would replace it; choose another name."
+            )
+    try:
+        found = importlib_metadata.distribution(dist_name)
+    except importlib_metadata.PackageNotFoundError:
+        pass
+    else:
+        raise ConfigError(
+            f"{name!r} is taken: the distribution {found.metadata['Name']} "
+            f"{found.version} is installed. Choose another name."
+        )
+    if importlib.util.find_spec(f"core_app_{name}") is not None:
+        raise ConfigError(
+            f"{name!r} is taken: a package core_app_{name} is importable already. "
+            "Choose another name."
+        )
+
+
+def _normal(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 def write_plugin(name: str, directory: Path) -> Path:
     """Write the plugin distribution ``directory/name`` and return its path."""
     if not name.isidentifier() or not name.islower():
         raise ConfigError(f"{name!r} is not a valid plugin name: use a lower-case identifier.")
+    check_name_is_free(name)
     root = directory / name
     if root.exists():
         raise ConfigError(f"{root} exists already; choose another name or folder.")

@@ -367,7 +367,7 @@ def test_production_refuses_the_embedded_broker_unless_told(tmp_path, fix):
     app = create_app({**test_config, **fix})
     assert app.test_client().get("/api/shop/home").status_code == 200
     broker = app.extensions["celery"].conf.broker_url
-    assert broker == ("filesystem://" if "ALLOW_EMBEDDED_BROKER" in fix else REDIS)
+    assert broker == ("filesystem://localhost/" if "ALLOW_EMBEDDED_BROKER" in fix else REDIS)
 
 
 def test_allow_embedded_broker_from_the_environment(tmp_path, monkeypatch):

@@ -58,6 +58,7 @@ def _production_env(tmp_path: Path, redis_url: str, **more: str) -> dict[str, st
         CORE_APP_BROKER_URL=redis_url,
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_PLUGINS="shop,notifications",
+        CORE_APP_NOTIFICATIONS_ALLOWED_RECIPIENTS="@example.org",
         **more,
     )
 

@@ -20,7 +20,7 @@ def embedded_env(instance: Path) -> dict[str, str]:
 def assert_sent(instance: Path, body: dict, to: str, subject: str) -> None:
     assert body["state"] == "SUCCESS", body
     eml = instance / "outbox" / f"{body['task_id']}.eml"
-    assert body["result"]["path"] == str(eml)
+    assert body["result"]["file"] == eml.name
     text = eml.read_text()
     assert f"To: {to}" in text and f"Subject: {subject}" in text
 

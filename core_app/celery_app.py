@@ -19,6 +19,9 @@ from .plugins import PluginHost
 from .responses import broker_unavailable
 from .tasks import DEFAULT_QUEUE, PluginRouter, check_task_names, claim_tasks, import_task_modules
 
+#: Brokers served by core_app.redis_transport (kombu's, fixed to survive a restart).
+REDIS_SCHEMES = ("redis://", "rediss://")
+
 
 def delivery_defaults(app: Flask) -> dict[str, Any]:
     """Celery settings for Redis that lose no task and never hang a request.
@@ -26,6 +29,9 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged when it
       has finished, so a worker killed mid-task leaves it to be delivered again (tasks
       must therefore be idempotent).
+    - ``worker_deduplicate_successful_tasks``: a task delivered again (its worker died
+      after it ran) whose SUCCESS is already in the result backend is not run again; the
+      check reads the backend only for redelivered messages.
     - ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, 1 h): how long Redis waits for that
       acknowledgement before delivering again; longer than the longest task.
     - ``worker_prefetch_multiplier = 4`` (Celery's default): the example plugins' tasks
@@ -46,6 +52,7 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "worker_deduplicate_successful_tasks": True,
         "worker_prefetch_multiplier": 4,
         "broker_transport_options": {
             "visibility_timeout": app.config["VISIBILITY_TIMEOUT"],
@@ -114,6 +121,10 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     else:
         settings.update(embedded_config(app.instance_path))
     settings.update(app.config["CELERY"])
+    if str(settings.get("broker_url")).startswith(REDIS_SCHEMES):
+        from . import redis_transport
+
+        settings.setdefault("broker_transport", redis_transport.NAME)
     router = PluginRouter(host)
     settings["task_routes"] = (router,)
     celery_app.config_from_object(settings)

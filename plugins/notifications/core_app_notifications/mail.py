@@ -15,6 +15,7 @@ never sent without TLS unless ``NOTIFICATIONS_SMTP_ALLOW_PLAINTEXT_LOGIN`` is tr
 from __future__ import annotations
 
 import email.policy
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ HEADERS = (
     "MIME-Version",
 )
 _TRUE = ("1", "true", "yes", "on")
+#: What a Message-ID's key may be made of (a task id is a UUID).
+_MESSAGE_KEY = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 class TemporaryFailure(Exception):
@@ -62,9 +65,11 @@ class Email:
     data: bytes
 
 
-def build_message(to: str, subject: str, body: str) -> Email:
+def build_message(to: str, subject: str, body: str, key: str | None = None) -> Email:
     """Check the fields again (callers of the task skip the view), build, serialise and
-    check the result; raises :class:`~.validation.InvalidEmail`."""
+    check the result; raises :class:`~.validation.InvalidEmail`. With ``key`` (the task
+    id, a UUID) the Message-ID is ``<key@core-app.local>``, the same for every attempt, so
+    a message sent twice is recognisable as one."""
     fields = check_email(to, subject, body, current_app.config)
     sender = current_app.config["NOTIFICATIONS_SENDER"]
     if not isinstance(sender, str) or header_text_error(sender):
@@ -74,7 +79,10 @@ def build_message(to: str, subject: str, body: str) -> Email:
     message["To"] = fields["to"]
     message["Subject"] = fields["subject"]
     message["Date"] = formatdate(localtime=False, usegmt=True)
-    message["Message-ID"] = make_msgid(domain="core-app.local")
+    stable = key is not None and _MESSAGE_KEY.fullmatch(key)
+    message["Message-ID"] = (
+        f"<{key}@core-app.local>" if stable else make_msgid(domain="core-app.local")
+    )
     message.set_content(fields["body"])
     data = message.as_bytes()
     check_headers(data)

@@ -13,8 +13,14 @@ from .mail import TemporaryFailure, build_message, deliver
 
 @shared_task(bind=True, name=SEND_EMAIL_TASK)
 def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
-    """Send one email; temporary SMTP failures are retried with a doubling delay."""
-    message = build_message(to, subject, body)
+    """Send one email; temporary SMTP failures are retried with a doubling delay.
+
+    Delivered again after its worker died, it does not send once its success is recorded
+    (the host's ``worker_deduplicate_successful_tasks`` checks the result first); a worker
+    killed after the server took the message but before the result was stored sends it
+    twice, with the same Message-ID (its task id).
+    """
+    message = build_message(to, subject, body, key=self.request.id)
     try:
         return {"to": to, **deliver(message, self.request.id or "message")}
     except TemporaryFailure as exc:

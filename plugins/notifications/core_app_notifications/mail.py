@@ -43,8 +43,9 @@ HEADERS = (
     "MIME-Version",
 )
 _TRUE = ("1", "true", "yes", "on")
-#: What a Message-ID's key may be made of (a task id is a UUID).
-_MESSAGE_KEY = re.compile(r"[0-9A-Za-z-]{1,64}")
+#: What a Message-ID's key may be made of: a task id, a UUID or the signed id the view
+#: issues (hex, a dot, base64url timestamp, a dot, base64url signature), as a dot-atom.
+_MESSAGE_KEY = re.compile(r"(?=.{1,128}\Z)[0-9A-Za-z_-]+(?:\.[0-9A-Za-z_-]+)*")
 
 
 class TemporaryFailure(Exception):

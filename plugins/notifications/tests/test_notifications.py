@@ -84,6 +84,8 @@ def test_a_queued_email_is_written_to_the_outbox_by_a_worker(redis_app, celery_w
     assert body["result"]["file"] == eml.name  # within the outbox: no server path leaks
     assert str(redis_app.instance_path) not in str(body)
     text = eml.read_text()
+    # The signed id is the Message-ID's key: the same on every attempt of this email.
+    assert f"Message-ID: <{response.json['task_id']}@core-app.local>" in text
     assert "To: ada@example.com" in text
     assert "Subject: Welcome" in text
     assert "Hello, Ada." in text

@@ -28,7 +28,7 @@ EXAMPLES = {
     "shop": {
         "distribution": "core-app-shop",
         "url_prefix": "/api/shop",
-        "routes": 3,
+        "routes": 5,
         "queue": "shop",
         "tasks": ["shop.daily_sales_summary"],
         "config_keys": ["SHOP_DATABASE"],

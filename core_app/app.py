@@ -15,6 +15,7 @@ from . import builtins, roles
 from .celery_app import celery_init_app
 from .cli import init_cli
 from .config import PRODUCTION, instance_path, load_config, plugin_namespace
+from .db import init_db
 from .errors import ConfigError, PluginConflictError, PluginDeclarationError
 from .hostapp import CoreApp
 from .mounting import Mounter
@@ -63,6 +64,7 @@ def create_app(
     if role.mounts_routes:
         Mounter(app, host).mount_all()
     celery_init_app(app, host)
+    init_db(app, host)  # tables and migrations per plugin, the outbox (core_app.db)
     host.each(lambda record: apply_task_options(host, record), builtins=False)
     host.each(lambda record: _collect_declarations(host, record))
     _configure_beat(app, host)

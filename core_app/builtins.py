@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, abort, current_app, jsonify
 
 from .discovery import HOST_DISTRIBUTION, PluginSource, host_version
 from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
 
 log = logging.getLogger("core_app.health")
 
@@ -52,8 +57,21 @@ def core_app_blueprint(app: Flask) -> Blueprint:
 @hookimpl
 def core_app_health_checks() -> Mapping[str, Callable[[], object]]:
     from .celery_app import check_broker
+    from .db_health import check_database, check_migrations
 
-    return {"broker": check_broker}
+    return {"broker": check_broker, "database": check_database, "migrations": check_migrations}
+
+
+@hookimpl
+def core_app_models() -> MetaData:
+    from .outbox import metadata  # the outbox and inbox tables (branch core_app)
+
+    return metadata
+
+
+@hookimpl
+def core_app_migrations() -> Path:
+    return Path(__file__).with_name("host_migrations")
 
 
 def health() -> Response:

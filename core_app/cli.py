@@ -30,6 +30,7 @@ from flask.cli import ScriptInfo, routes_command, shell_command
 from flask.helpers import get_debug_flag
 
 from .config import instance_path, is_production
+from .db_cli import db_command
 from .discovery import PluginSource, host_version, installed_plugins
 from .errors import ConfigError, CoreAppError, PluginConflictError
 from .plugins import PluginHost
@@ -456,4 +457,5 @@ HOST_COMMANDS: tuple[click.Command, ...] = (
     beat_command,
     plugins_command,
     new_plugin,
+    db_command,
 )

@@ -65,6 +65,19 @@ DEFAULTS: dict[str, Any] = {
     "CELERY": {},
     # Seconds a Redis message may stay unacknowledged before it is delivered again.
     "VISIBILITY_TIMEOUT": 3600,
+    # The database every plugin shares (SQLAlchemy URL); None: SQLite in the instance
+    # folder, refused in production unless DATABASE_ALLOW_SQLITE (core_app.db).
+    "DATABASE_URL": None,
+    "DATABASE_ALLOW_SQLITE": False,
+    # Upgrade every plugin's tables when the app is built; None: on in development,
+    # off in production, where True is refused (run `python run.py db upgrade`).
+    "DATABASE_AUTO_UPGRADE": None,
+    # Extra create_engine() arguments, e.g. {"pool_size": 10}.
+    "DATABASE_ENGINE_OPTIONS": {},
+    # Seconds between a worker's passes over the outbox rows of its queues (0: none),
+    # and the age a row must reach first (younger ones are their writer's to publish).
+    "OUTBOX_RELAY_INTERVAL": 1.0,
+    "OUTBOX_RELAY_GRACE": 5.0,
     # Request limits: bodies over 16 MiB answer 413; form fields and parts are bounded.
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     "MAX_FORM_MEMORY_SIZE": 512 * 1024,
@@ -166,7 +179,7 @@ def _check(app: Flask) -> None:
     for key in ("PLUGIN_URL_PREFIXES", "PLUGIN_QUEUES", "CELERY"):
         if not isinstance(config[key], Mapping):
             raise ConfigError(f"{key} must be a mapping, not {config[key]!r}.")
-    for key in ("ALLOW_EMBEDDED_BROKER", "EXPOSE_HEALTH_DETAILS"):
+    for key in ("ALLOW_EMBEDDED_BROKER", "EXPOSE_HEALTH_DETAILS", "DATABASE_ALLOW_SQLITE"):
         if not isinstance(config[key], bool):
             raise ConfigError(
                 f"{key} must be true or false, not {config[key]!r}. "

@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    import os
+
     import click
     from flask import Blueprint, Flask
+    from sqlalchemy import MetaData
 
 hookspec = pluggy.HookspecMarker("core_app")
 hookimpl = pluggy.HookimplMarker("core_app")
@@ -57,6 +60,35 @@ def core_app_config_defaults() -> Mapping[str, Any] | None:
         namespace: plugin ``shop`` returning ``{"DB_NAME": "shop.db"}`` defines
         ``SHOP_DB_NAME``, which the settings file, ``CORE_APP_SHOP_DB_NAME`` or
         ``create_app(test_config)`` override.
+    """
+
+
+@hookspec
+def core_app_models() -> MetaData | None:
+    """Declare the plugin's tables.
+
+    Called once while the app is built, in every process that loads the plugin (not
+    beat), after configuration is complete.
+
+    :return: the ``MetaData`` of the plugin's SQLAlchemy models (``Base.metadata`` of a
+        ``DeclarativeBase`` whose ``metadata = core_app.db.plugin_metadata()``). Every
+        table is named ``<plugin>_<name>``; a table another plugin declares, or a name
+        in another plugin's prefix, is a ``PluginConflictError``; a foreign key to a
+        plugin not named in ``core_app_dependencies`` is a ``PluginDeclarationError``.
+    """
+
+
+@hookspec
+def core_app_migrations() -> str | os.PathLike[str] | None:
+    """Name the folder of the plugin's Alembic revisions.
+
+    Called once while the app is built, after ``core_app_models``. Without an
+    implementation the host uses the ``migrations`` folder beside the plugin's module
+    when it exists.
+
+    :return: the folder's path. Its first revision carries the plugin's name as branch
+        label; the plugin's revision is kept in the table ``alembic_version_<plugin>``.
+        ``python run.py db revision PLUGIN -m MESSAGE`` writes revisions there.
     """
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 WEB, WORKER, BEAT, COMMAND = "web", "worker", "beat", "command"
+#: ``python run.py db ...``: migrates on purpose, so the app never migrates on its own.
+DB = "db"
 
 
 @dataclass(frozen=True)

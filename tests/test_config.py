@@ -76,30 +76,28 @@ def test_core_app_config_defaults_fill_the_plugin_namespace(tmp_path, monkeypatc
 
     defaults = core_app_shop.core_app_config_defaults()
     app = create_app(config(tmp_path, ["shop"], PLUGIN_ERRORS="raise"))
-    assert app.config["SHOP_DATABASE"] == defaults["DATABASE"]
+    assert app.config["SHOP_RECEIPTS_THROUGH_OUTBOX"] is defaults["RECEIPTS_THROUGH_OUTBOX"]
     record = app.extensions["core_app"].records["shop"]
     assert record.config_keys == sorted(f"SHOP_{key}" for key in defaults)
-    assert "DATABASE" not in app.config
+    assert "RECEIPTS_THROUGH_OUTBOX" not in app.config
 
 
 def test_core_app_config_defaults_overridden_by_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("CORE_APP_SHOP_DATABASE", "from-env.sqlite3")
+    monkeypatch.setenv("CORE_APP_SHOP_RECEIPTS_THROUGH_OUTBOX", "false")
     app = create_app(config(tmp_path, ["shop"], PLUGIN_ERRORS="raise"))
-    assert app.config["SHOP_DATABASE"] == "from-env.sqlite3"
-    # The shop really uses it: its database file is created under that name.
+    assert app.config["SHOP_RECEIPTS_THROUGH_OUTBOX"] is False
     assert app.test_client().get("/api/shop/users").status_code == 200
-    assert (Path(app.instance_path) / "from-env.sqlite3").exists()
 
 
 def test_core_app_config_defaults_overridden_by_settings_file_and_test_config(
     tmp_path, monkeypatch
 ):
-    settings = _settings_file(tmp_path, "py", {"SHOP_DATABASE": "file.sqlite3"})
+    settings = _settings_file(tmp_path, "py", {"SHOP_RECEIPTS_THROUGH_OUTBOX": False})
     monkeypatch.setenv("CORE_APP_SETTINGS", str(settings))
     from_file = create_app(config(tmp_path / "a", ["shop"]))
-    assert from_file.config["SHOP_DATABASE"] == "file.sqlite3"
-    from_test = create_app(config(tmp_path / "b", ["shop"], SHOP_DATABASE="test.sqlite3"))
-    assert from_test.config["SHOP_DATABASE"] == "test.sqlite3"
+    assert from_file.config["SHOP_RECEIPTS_THROUGH_OUTBOX"] is False
+    from_test = create_app(config(tmp_path / "b", ["shop"], SHOP_RECEIPTS_THROUGH_OUTBOX=0))
+    assert from_test.config["SHOP_RECEIPTS_THROUGH_OUTBOX"] == 0
 
 
 def test_core_app_config_defaults_of_a_fake_plugin(fake_dist, tmp_path, monkeypatch):
@@ -146,7 +144,7 @@ def test_instance_path_from_the_environment(tmp_path, monkeypatch):
     assert Path(app.instance_path) == wanted.resolve()
     assert wanted.is_dir()
     app.test_client().get("/api/shop/users")
-    assert (wanted / app.config["SHOP_DATABASE"]).exists()
+    assert (wanted / "core_app.sqlite3").exists()  # the database every plugin shares
 
 
 def test_instance_path_test_config_beats_the_environment(tmp_path, monkeypatch):
@@ -190,6 +188,7 @@ def test_production_with_a_real_secret_key_starts_strict(tmp_path, monkeypatch):
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", key)
     monkeypatch.setenv("CORE_APP_BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("CORE_APP_DATABASE_ALLOW_SQLITE", "true")  # the shop keeps tables
     app = create_app(config(tmp_path, ["shop"]))
     assert app.config["SECRET_KEY"] == key
     assert app.config["PLUGIN_ERRORS"] == "raise"
@@ -364,7 +363,7 @@ def test_production_refuses_the_embedded_broker_unless_told(tmp_path, fix):
     assert "CORE_APP_BROKER_URL=redis://host:6379/0" in message
     assert "CORE_APP_ALLOW_EMBEDDED_BROKER=true" in message
 
-    app = create_app({**test_config, **fix})
+    app = create_app({**test_config, **fix, "DATABASE_ALLOW_SQLITE": True})
     assert app.test_client().get("/api/shop/home").status_code == 200
     broker = app.extensions["celery"].conf.broker_url
     assert broker == ("filesystem://localhost/" if "ALLOW_EMBEDDED_BROKER" in fix else REDIS)

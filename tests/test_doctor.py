@@ -31,12 +31,12 @@ EXAMPLES = {
         "routes": 5,
         "queue": "shop",
         "tasks": ["shop.daily_sales_summary"],
-        "config_keys": ["SHOP_DATABASE"],
+        "config_keys": ["SHOP_RECEIPTS_THROUGH_OUTBOX"],
         "hooks": [
             "core_app_beat_schedule",
             "core_app_blueprint",
             "core_app_config_defaults",
-            "core_app_health_checks",
+            "core_app_models",
         ],
     },
     "notifications": {

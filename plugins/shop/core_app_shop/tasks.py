@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import shared_task
+from sqlalchemy import func, select
+
+from core_app.db import session
 
 from .constants import DAILY_SUMMARY_TASK
-from .storage import connect
+from .models import Purchase
 
 
 @shared_task(name=DAILY_SUMMARY_TASK)
 def daily_sales_summary(hours: int = 24) -> dict[str, Any]:
     """Totals of the purchases of the last ``hours`` hours (run daily by beat)."""
-    with connect() as db:
-        row = db.execute(
-            "SELECT COUNT(*) AS purchases, COALESCE(SUM(quantity * price_cents), 0) AS cents "
-            "FROM purchases WHERE created_at >= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
-            (f"-{int(hours)} hours",),
-        ).fetchone()
-    return {"hours": hours, "purchases": row["purchases"], "total_cents": row["cents"]}
+    since = datetime.now(UTC) - timedelta(hours=int(hours))
+    count, cents = (
+        session()
+        .execute(
+            select(
+                func.count(Purchase.id),
+                func.coalesce(func.sum(Purchase.quantity * Purchase.price_cents), 0),
+            ).where(Purchase.created_at >= since)
+        )
+        .one()
+    )
+    return {"hours": hours, "purchases": count, "total_cents": int(cents)}

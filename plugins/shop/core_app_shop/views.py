@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import unicodedata
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from core_app import BrokerUnavailable, TaskUnavailable, json_error, send_task
+from core_app.db import session
+from core_app.outbox import enqueue
 
 from .constants import (
     MAX_EMAIL_LENGTH,
@@ -22,12 +25,11 @@ from .constants import (
     URL_PREFIX,
 )
 from .enums import ReceiptStatus
-from .storage import close_db, get_db
+from .models import Purchase, User
 
 log = logging.getLogger(__name__)
 
 blueprint = Blueprint("shop", __name__, url_prefix=URL_PREFIX)
-blueprint.teardown_app_request(close_db)
 
 
 class Invalid(Exception):
@@ -90,8 +92,8 @@ def home() -> dict[str, Any]:
 
 @blueprint.get("/users")
 def list_users() -> dict[str, Any]:
-    rows = get_db().execute("SELECT id, name, email FROM users ORDER BY id").fetchall()
-    return {"users": [dict(row) for row in rows]}
+    users = session().scalars(select(User).order_by(User.id))
+    return {"users": [user.as_dict() for user in users]}
 
 
 @blueprint.post("/users")
@@ -103,25 +105,21 @@ def create_user() -> tuple[dict[str, Any], int]:
         errors["email"] = "must be one email address, such as ann@example.org"
     if errors:
         raise Invalid(errors)
-    db = get_db()
+    db = session()
+    user = User(name=name, email=email)
+    db.add(user)
     try:
-        with db:
-            cursor = db.execute("INSERT INTO users (name, email) VALUES (?, ?)", (name, email))
-    except sqlite3.IntegrityError:
+        db.commit()
+    except IntegrityError:
+        db.rollback()
         raise Invalid({"email": "already registered"}) from None
-    return {"id": cursor.lastrowid, "name": name, "email": email}, 201
+    return user.as_dict(), 201
 
 
 @blueprint.get("/purchases")
 def list_purchases() -> dict[str, Any]:
-    rows = (
-        get_db()
-        .execute(
-            "SELECT id, user_id, item, quantity, price_cents, created_at FROM purchases ORDER BY id"
-        )
-        .fetchall()
-    )
-    return {"purchases": [dict(row) for row in rows]}
+    purchases = session().scalars(select(Purchase).order_by(Purchase.id))
+    return {"purchases": [purchase.as_dict() for purchase in purchases]}
 
 
 @blueprint.post("/purchases")
@@ -133,44 +131,57 @@ def create_purchase() -> tuple[dict[str, Any], int]:
     price_cents = _integer(body, "price_cents", 0, MAX_PRICE_CENTS, errors)
     if errors:
         raise Invalid(errors)
-    db = get_db()
-    user = db.execute("SELECT id, name, email FROM users WHERE id = ?", (user_id,)).fetchone()
+    db = session()
+    user = db.get(User, user_id)
     if user is None:
         raise Invalid({"user_id": "no such user"})
-    with db:
-        cursor = db.execute(
-            "INSERT INTO purchases (user_id, item, quantity, price_cents) VALUES (?, ?, ?, ?)",
-            (user_id, item, quantity, price_cents),
-        )
-    purchase = {
-        "id": cursor.lastrowid,
-        "user_id": user_id,
-        "item": item,
-        "quantity": quantity,
-        "price_cents": price_cents,
+    purchase = Purchase(user_id=user_id, item=item, quantity=quantity, price_cents=price_cents)
+    db.add(purchase)
+    db.flush()  # its id, for the receipt
+    outbox = current_app.config["SHOP_RECEIPTS_THROUGH_OUTBOX"]
+    receipt = _queue_receipt(user, purchase) if outbox else None
+    db.commit()  # the purchase and its receipt's message, together; then it is published
+    if receipt is None:
+        receipt = _send_receipt_now(user, purchase)
+    answer = purchase.as_dict()
+    del answer["created_at"]
+    return {**answer, "receipt": receipt}, 201
+
+
+def _receipt(user: User, purchase: Purchase) -> dict[str, str]:
+    total = purchase.quantity * purchase.price_cents / 100
+    return {
+        "to": user.email,
+        "subject": f"Your receipt for purchase #{purchase.id}",
+        "body": f"Dear {user.name},\n\nYou bought {purchase.quantity} x "
+        f"{purchase.item} for {total:.2f} in total.\n",
     }
-    return {**purchase, "receipt": _queue_receipt(user, purchase)}, 201
 
 
-def _queue_receipt(user: sqlite3.Row, purchase: dict[str, Any]) -> dict[str, Any]:
-    """Ask the notifications plugin, by task name, to email a receipt; never fail the sale."""
-    total = purchase["quantity"] * purchase["price_cents"] / 100
+def _queue_receipt(user: User, purchase: Purchase) -> dict[str, Any]:
+    """Queue the receipt email in the purchase's transaction (the host's outbox): it is
+    sent if and only if the purchase is stored, even when the broker is down now."""
     try:
-        result = send_task(
-            SEND_EMAIL_TASK,
-            kwargs={
-                "to": user["email"],
-                "subject": f"Your receipt for purchase #{purchase['id']}",
-                "body": f"Dear {user['name']},\n\nYou bought {purchase['quantity']} x "
-                f"{purchase['item']} for {total:.2f} in total.\n",
-            },
-        )
+        task_id = enqueue(session(), SEND_EMAIL_TASK, kwargs=_receipt(user, purchase))
     except TaskUnavailable:
         log.warning(
-            "purchase %s: no receipt, the notifications plugin is not available", purchase["id"]
+            "purchase %s: no receipt, the notifications plugin is not available", purchase.id
+        )
+        return {"status": ReceiptStatus.NO_NOTIFICATIONS}
+    return {"status": ReceiptStatus.QUEUED, "task_id": task_id}
+
+
+def _send_receipt_now(user: User, purchase: Purchase) -> dict[str, Any]:
+    """``SHOP_RECEIPTS_THROUGH_OUTBOX=false``: send_task after the commit, one write
+    fewer, and the receipt is lost when the broker is down at that moment."""
+    try:
+        result = send_task(SEND_EMAIL_TASK, kwargs=_receipt(user, purchase))
+    except TaskUnavailable:
+        log.warning(
+            "purchase %s: no receipt, the notifications plugin is not available", purchase.id
         )
         return {"status": ReceiptStatus.NO_NOTIFICATIONS}
     except BrokerUnavailable as exc:
-        log.error("purchase %s: receipt not queued: %s", purchase["id"], exc)
+        log.error("purchase %s: receipt not queued: %s", purchase.id, exc)
         return {"status": ReceiptStatus.BROKER_DOWN}
     return {"status": ReceiptStatus.QUEUED, "task_id": result.id}

@@ -44,7 +44,7 @@ def once(function: F) -> F:
     @functools.wraps(function)
     def run(task: Task, *args: Any, **kwargs: Any) -> Any:
         message_id = task.request.id
-        if not message_id or not has_app_context():  # called directly, not delivered
+        if not message_id or task.request.is_eager or not has_app_context():  # not delivered
             return function(task, *args, **kwargs)
         key = (task.name, message_id)
         if not claim(key, int(task.request.retries or 0)):

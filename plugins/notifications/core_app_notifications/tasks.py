@@ -7,11 +7,14 @@ from typing import Any
 from celery import Task, shared_task
 from flask import current_app
 
+from core_app.inbox import once
+
 from .constants import SEND_EMAIL_TASK
 from .mail import TemporaryFailure, build_message, deliver
 
 
 @shared_task(bind=True, name=SEND_EMAIL_TASK)
+@once  # one email per task id, however often it is delivered (core_app.inbox)
 def send_email(self: Task, to: str, subject: str, body: str) -> dict[str, Any]:
     """Send one email; temporary SMTP failures are retried with a doubling delay.
 

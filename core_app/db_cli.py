@@ -118,7 +118,11 @@ def _report_uninstalled(app: Flask) -> None:
             if plugin in database.plugins:
                 continue
             revs = {row[0] for row in connection.execute(text(f"SELECT version_num FROM {table}"))}
-            own = [t for t in tables if t.startswith(f"{plugin}_") and not owner_of(t, database.plugins)]
+            own = [
+                t
+                for t in tables
+                if t.startswith(f"{plugin}_") and not owner_of(t, database.plugins)
+            ]
             click.echo(
                 f"{plugin}: {_revs(revs)} (not installed: its tables are left alone: "
                 f"{', '.join(sorted(own)) or 'none'})"

@@ -1,4 +1,5 @@
-"""Real servers for tests: a redis-server or a RabbitMQ node of the test's own.
+"""Real servers for tests: a redis-server, a RabbitMQ node or a PostgreSQL cluster of the
+test's own.
 
 Each runs on free loopback ports with its data in a folder of the test's, so a test may
 stop, kill, freeze and restart it without touching the machine's own servers, and what
@@ -233,3 +234,58 @@ def _accepts(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+class PostgresServer:
+    """A private PostgreSQL cluster on a free loopback port (trust authentication).
+
+    ``initdb`` and ``pg_ctl`` refuse to run as root, so as root they run as the
+    ``postgres`` user in a folder that user owns (a new one in the system's temporary
+    folder), as :class:`RabbitMQServer` does for ``rabbitmq``. The machine's own server
+    is left alone; a test may stop and start this one.
+    """
+
+    def __init__(self, directory: Path | None = None) -> None:
+        found = shutil.which("initdb") or next(
+            iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)), None
+        )
+        if found is None:
+            pytest.fail("PostgreSQL is not installed: apt-get install postgresql")
+        self.bin = Path(os.path.realpath(found)).parent
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="core-app-postgres-"))
+        self.port = free_port()
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *command: str) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        done = subprocess.run(
+            [*prefix, *command], capture_output=True, text=True, timeout=120, cwd=self.directory
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)}: {done.stdout}{done.stderr}")
+
+    def start(self) -> PostgresServer:
+        data = self.directory / "data"
+        if os.geteuid() == 0:
+            self.directory.chmod(0o755)
+            shutil.chown(self.directory, "postgres", "postgres")
+        if not data.exists():
+            self._run(str(self.bin / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust")
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        log = str(self.directory / "server.log")
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", log, "-w", "start"
+        )
+        return self
+
+    def stop(self) -> None:
+        """A fast shutdown (open transactions are rolled back); the data stays."""
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            self._run(str(self.bin / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)

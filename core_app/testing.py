@@ -12,7 +12,8 @@ Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
 ``rabbitmq_server`` (session, a private node), ``amqp_url`` (a fresh vhost on it),
 ``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``make_app``, ``app``,
 ``client``, ``runner``, ``redis_app`` (an app on the session's Redis) and
-``celery_worker`` (a worker process for ``redis_app``'s plugins).
+``celery_worker`` (a worker process for ``redis_app``'s plugins); ``database_url`` (an
+empty database, once SQLite and once PostgreSQL: :mod:`core_app.db_testing`).
 """
 
 from __future__ import annotations
@@ -35,17 +36,22 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from .app import create_app
+from .db_testing import database_url, postgres_database, postgres_server_url
 from .discovery import rescan
-from .servers import RabbitMQServer, RedisServer, free_port, wait_until
+from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, wait_until
 
 _vhosts = itertools.count(1)
 
 __all__ = [
+    "PostgresServer",
     "RabbitMQServer",
     "RedisServer",
     "WorkerProcess",
     "child_venv",
+    "database_url",
     "free_port",
+    "postgres_database",
+    "postgres_server_url",
     "wait_until",
 ]
 

@@ -9,9 +9,11 @@ Flask app), startup (create_app against hand registration with 1..300 plugins), 
 (enqueueing an email against sending it in the request), throughput (run.py worker
 against a bare Celery worker), latency (publish time inside a request, task end-to-end
 latency), worker_startup (``run.py worker X`` with 300 plugins installed, exec to ready,
-against a bare Celery worker). Everything it starts (redis-server, gunicorn, Celery
-workers, an SMTP server) listens on 127.0.0.1 only and is stopped before it exits. Needs
-the host and the example plugins installed, gunicorn, aiosmtpd and redis-server (see
+against a bare Celery worker), data (``GET /api/shop/users`` on PostgreSQL against
+hand-wired Flask + SQLAlchemy, and the outbox's cost on ``POST /api/shop/purchases``).
+Everything it starts (redis-server, gunicorn, Celery workers, an SMTP server, PostgreSQL)
+listens on 127.0.0.1 only and is stopped before it exits. Needs the host and the example
+plugins installed, gunicorn, aiosmtpd, redis-server and PostgreSQL (see
 ``missing_requirements``).
 """
 
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Result, machine_info, target_met
 
-SECTIONS = ("overhead", "startup", "offload", "throughput", "latency", "worker_startup")
+SECTIONS = ("overhead", "startup", "offload", "throughput", "latency", "worker_startup", "data")
 INSTALL = (
     "pip install -e . -e plugins/shop -e plugins/notifications gunicorn aiosmtpd pytest "
     "&& apt-get install -y redis-server"
@@ -106,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]:
+    import data_bench
     import startup
     import tasks_bench
     import web_bench
@@ -116,7 +119,7 @@ def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]
     results: list[Result] = []
     redis_server = None
     try:
-        if sections & {"overhead", "offload", "throughput", "latency", "worker_startup"}:
+        if sections & {"overhead", "offload", "throughput", "latency", "worker_startup", "data"}:
             redis_server = RedisServer(workdir / "redis", appendonly=False).start()
         web = sections & {"overhead", "offload"}
         if web:
@@ -135,6 +138,10 @@ def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]
             assert redis_server is not None
             progress("6 worker start-up")
             results += worker_startup.run(quick, workdir / "worker_startup", redis_server.url)
+        if "data" in sections:
+            assert redis_server is not None
+            progress("7 plugin data (PostgreSQL)")
+            results += data_bench.run(quick, workdir / "data", redis_server.url)
     finally:
         if redis_server is not None:
             redis_server.stop()

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,7 +47,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from .db import current_database, plugin_metadata
+from .db import Database, current_database, plugin_metadata
 from .errors import BrokerUnavailable, TaskUnavailable
 from .tasks import DEFAULT_QUEUE, send_task
 
@@ -152,8 +154,8 @@ def _forget_after_rollback(session: Session) -> None:
 
 
 def publish(messages: Sequence[Message]) -> list[str]:
-    """Publish committed messages now and delete their rows; never raises (a row left
-    behind is the relay's). Skipped for a few seconds after the broker failed."""
+    """Publish committed messages now and have their rows deleted; never raises (a row
+    left behind is the relay's). Skipped for a few seconds after the broker failed."""
     database = current_database()
     if time.monotonic() < database.broker_down_until:
         return []
@@ -169,12 +171,57 @@ def publish(messages: Sequence[Message]) -> list[str]:
             break
         published.append(message.id)
     if published:
-        try:
-            with database.engine.begin() as connection:
-                connection.execute(delete(outbox).where(outbox.c.id.in_(published)))
-        except Exception:  # the commit is done; the relay publishes again, ids dedupe
-            log.exception("outbox: published messages' rows could not be deleted")
+        _cleaner(database).forget(published)
     return published
+
+
+class Cleaner(threading.Thread):
+    """Deletes the rows of published messages in batches, off the request's path.
+
+    A row deleted late (or never: the process died) is older than the relay's grace
+    by then and is published again; its receiver skips the id it has done.
+    """
+
+    #: Seconds a batch gathers before its one DELETE.
+    DELAY = 0.2
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(name="core_app-outbox-cleaner", daemon=True)
+        self.database, self.pid = database, os.getpid()
+        self.ids: list[str] = []
+        self.lock = threading.Lock()
+        self.pending = threading.Event()
+
+    def forget(self, ids: Sequence[str]) -> None:
+        with self.lock:
+            self.ids.extend(ids)
+        self.pending.set()
+
+    def run(self) -> None:
+        while self.pending.wait():
+            time.sleep(self.DELAY)
+            with self.lock:
+                ids, self.ids = self.ids, []
+                self.pending.clear()
+            try:
+                with self.database.engine.begin() as connection:
+                    connection.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+            except Exception as exc:  # the relay publishes them again; ids dedupe
+                log.warning("outbox: rows of %d published messages not deleted: %s", len(ids), exc)
+
+
+_cleaners: weakref.WeakKeyDictionary[Database, Cleaner] = weakref.WeakKeyDictionary()
+_cleaners_lock = threading.Lock()
+
+
+def _cleaner(database: Database) -> Cleaner:
+    """The database's cleaner in this process (a forked child starts its own)."""
+    with _cleaners_lock:
+        cleaner = _cleaners.get(database)
+        if cleaner is None or cleaner.pid != os.getpid():
+            cleaner = _cleaners[database] = Cleaner(database)
+            cleaner.start()
+        return cleaner
 
 
 def relay_once(app: Flask, queues: Sequence[str], grace: float, batch: int = 100) -> int:

@@ -50,14 +50,15 @@ def db_command() -> None:
 @db_command.command("upgrade")
 @click.argument("plugin", required=False)
 def upgrade_command(plugin: str | None) -> None:
-    """Bring every plugin's tables (or PLUGIN's) to their latest revision."""
+    """Bring every plugin's tables to their latest revision; with PLUGIN, that plugin's,
+    the host's and those of the plugins it depends on (what its process loads)."""
     from .errors import PluginError
     from .migrations import upgrade_all
 
     app = _app(plugin)
     _with_migrations(app, plugin)
     try:
-        lines = upgrade_all(app, app.extensions["core_app"], None if plugin is None else [plugin])
+        lines = upgrade_all(app, app.extensions["core_app"])
     except PluginError as error:
         raise click.ClickException(error.message) from error
     for line in lines:

@@ -42,6 +42,9 @@ $name = "$package"
 [tool.setuptools]
 packages = ["$package"]
 
+[tool.setuptools.package-data]
+$package = ["migrations/*.py"]
+
 [tool.pytest.ini_options]
 addopts = "--import-mode=importlib"
 """
@@ -55,6 +58,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Blueprint, Flask
+from sqlalchemy import MetaData
 
 from core_app import hookimpl
 
@@ -70,6 +74,68 @@ def core_app_blueprint(app: Flask) -> Blueprint:
     from .views import blueprint
 
     return blueprint
+
+
+@hookimpl
+def core_app_models() -> MetaData:
+    # The tables in models.py; their migrations are in migrations/ (python -m core_app
+    # db revision $name -m "..." writes the next one from the models).
+    from .models import Base
+
+    return Base.metadata
+'''
+
+_MODELS = '''\
+"""Tables of the $name plugin: every one is named ${name}_<name>."""
+
+from __future__ import annotations
+
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core_app.db import plugin_metadata
+
+
+class Base(DeclarativeBase):
+    metadata = plugin_metadata()
+
+
+class Note(Base):
+    __tablename__ = "${name}_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(200))
+'''
+
+_FIRST_MIGRATION = '''\
+"""The $name plugin's first tables.
+
+Revision ID: ${name}_0001
+Revises:
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "${name}_0001"
+down_revision = None
+branch_labels = ("$name",)  # the plugin's branch
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "${name}_notes",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("text", sa.String(200), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_${name}_notes")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("${name}_notes")
 '''
 
 _CONSTANTS = '''\
@@ -231,6 +297,8 @@ def write_plugin(name: str, directory: Path) -> Path:
         package / "enums.py": _ENUMS,
         package / "views.py": _VIEWS,
         package / "tasks.py": _TASKS,
+        package / "models.py": _MODELS,
+        package / "migrations" / f"{name}_0001_first_tables.py": _FIRST_MIGRATION,
         root / "tests" / f"test_{name}.py": _TESTS,
     }
     for path, template in files.items():

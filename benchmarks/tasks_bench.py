@@ -2,23 +2,31 @@
 
 A generated plugin, ``benchnoop``, is written as a package plus ``*.dist-info`` into a
 folder put on PYTHONPATH (what pip would install); its ``benchnoop.tasks`` module holds
-``@shared_task(name="benchnoop.noop")``, which records its timestamps in Redis.
+``@shared_task(name="benchnoop.noop")``, which records its timestamps in Redis. Nobody
+reads the no-op's result, so the plugin declares ``ignore_result`` for it
+(``core_app_task_options``), as the shop does for its daily summary.
 
-Three workers run at once on one Redis, each with the same pool and concurrency, each
-on its own queue, idle while another is measured:
+Four workers run at once on one Redis, each with the same pool and concurrency, each on
+its own queue, idle while another is measured:
 
-- core: ``python run.py worker benchnoop`` (queue ``benchnoop``);
+- core: ``python run.py worker benchnoop`` with the host's defaults (queue ``benchnoop``);
 - bare: ``celery -A bare_celery worker``, a bare ``Celery(broker=redis)`` app importing
   the same task module;
-- bare + core settings: the same bare app with core_app's delivery settings, to show
-  what in a gap comes from those settings rather than from the host.
+- bare + core settings: the same bare app with core_app's delivery settings and result
+  backend, and the no-op's result ignored as the plugin declares: what in a gap comes
+  from those settings (late acknowledgement, prefetch, Redis sweeps) rather than from
+  the host;
+- core, results stored: ``run.py worker benchnoop`` again, on another queue
+  (``PLUGIN_QUEUES``), where the plugin does not declare ``ignore_result``: what storing
+  every result costs.
 
 Throughput: K tasks are queued on a staging list while nothing consumes it, then the list
 is renamed to the worker's queue; the tasks' own timestamps give the time from the first
-task's start to the last task's end. Rounds alternate the workers' order.
+task's start to the last task's end. Each round measures every worker twice, in ABCDDCBA
+order rotated from round to round, and a figure is the median of per-round ratios.
 
-Latency: single no-op tasks sent alternately to the core and bare workers, each carrying
-its send time; the task records ``now - sent`` as it starts.
+Latency: single no-op tasks sent alternately to the core, bare and bare + core settings
+workers, each carrying its send time; the task records ``now - sent`` as it starts.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from common import (
     median,
     ms,
     percentile,
+    quartiles,
     run_json,
     spread,
     tail,
@@ -80,6 +89,19 @@ def noop(sent=None, tag=""):
     return None
 '''
 
+NOOP_PLUGIN = '''"""Generated benchmark plugin: one no-op task, no routes."""
+
+import os
+
+from core_app import hookimpl
+
+
+@hookimpl
+def core_app_task_options():
+    # Nobody reads the no-op's result: stored only when the benchmark asks.
+    return {"benchnoop.noop": {"ignore_result": not os.environ.get("BENCH_STORE_RESULTS")}}
+'''
+
 
 @dataclass
 class Settings:
@@ -90,8 +112,8 @@ class Settings:
     publish_requests: int
 
 
-QUICK = Settings(500, 3, 100, 3, 100)
-FULL = Settings(2000, 5, 300, 5, 300)
+QUICK = Settings(500, 6, 100, 3, 100)
+FULL = Settings(1000, 20, 300, 5, 300)
 
 POOL = ["--pool", "prefork", "--concurrency", "2"]
 WORKER_FLAGS = [*POOL, "--without-gossip", "--without-mingle", "--loglevel", "WARNING"]
@@ -114,7 +136,7 @@ def write_noop_plugin(root: Path) -> Path:
         distribution="core-app-benchnoop",
         package="benchnoop",
         files={
-            "__init__.py": '"""Generated benchmark plugin: one no-op task, no routes."""\n',
+            "__init__.py": NOOP_PLUGIN,
             "tasks.py": NOOP_TASKS,
         },
         entry_points={"benchnoop": "benchnoop"},
@@ -126,22 +148,17 @@ def workers(site: Path, redis_url: str, workdir: Path) -> list[Worker]:
     common_env = {"BENCH_REDIS_URL": redis_url, "BENCH_BROKER_URL": redis_url}
     bare_env = {**common_env, "PYTHONPATH": f"{site}:{BENCH_DIR}"}
     celery = [PYTHON, "-m", "celery", "-A", "bare_celery", "worker"]
+    core = [PYTHON, "run.py", "worker", "benchnoop", *WORKER_FLAGS]
+    core_env = {
+        **common_env,
+        "PYTHONPATH": str(site),
+        "CORE_APP_BROKER_URL": redis_url,
+        "CORE_APP_INSTANCE_PATH": str(workdir / "worker_instance"),
+        "CORE_APP_PLUGINS": "benchnoop",
+        "CORE_APP_PLUGIN_ERRORS": "raise",
+    }
     return [
-        Worker(
-            "core",
-            "core_app worker",
-            "benchnoop",
-            [PYTHON, "run.py", "worker", "benchnoop", *WORKER_FLAGS, "-n", "core@%h"],
-            {
-                **common_env,
-                "PYTHONPATH": str(site),
-                "CORE_APP_BROKER_URL": redis_url,
-                "CORE_APP_INSTANCE_PATH": str(workdir / "worker_instance"),
-                "CORE_APP_PLUGINS": "benchnoop",
-                "CORE_APP_PLUGIN_ERRORS": "raise",
-            },
-            REPO,
-        ),
+        Worker("core", "core_app worker", "benchnoop", [*core, "-n", "core@%h"], core_env, REPO),
         Worker(
             "bare",
             "bare Celery worker",
@@ -157,6 +174,19 @@ def workers(site: Path, redis_url: str, workdir: Path) -> list[Worker]:
             [*celery, "-Q", "bench_tuned", *WORKER_FLAGS, "-n", "tuned@%h"],
             {**bare_env, "BENCH_BARE_SETTINGS": "core"},
             BENCH_DIR,
+        ),
+        Worker(
+            "stored",
+            "core_app worker storing every result",
+            "bench_stored",
+            [*core, "-n", "stored@%h"],
+            {
+                **core_env,
+                "BENCH_STORE_RESULTS": "1",
+                "CORE_APP_PLUGIN_QUEUES__benchnoop": "bench_stored",
+                "CORE_APP_INSTANCE_PATH": str(workdir / "stored_instance"),
+            },
+            REPO,
         ),
     ]
 
@@ -183,7 +213,8 @@ def run(quick: bool, workdir: Path, redis_url: str, sections: set[str]) -> list[
                 pids = {key: process.pid for key, (_, process, _) in started.items()}
                 results += throughput(settings, client, producer, all_workers, pids)
             if "latency" in sections:
-                results += latency(settings, client, producer, all_workers)
+                compared = [w for w in all_workers if w.key != "stored"]
+                results += latency(settings, client, producer, compared)
         except Exception:
             for _, _, log in started.values():
                 print(tail(log))
@@ -246,21 +277,37 @@ def throughput(
     rates: dict[str, list[float]] = {w.key: [] for w in all_workers}
     cpus: dict[str, list[float]] = {w.key: [] for w in all_workers}
     for round_ in range(settings.rounds):
-        order = all_workers if round_ % 2 == 0 else list(reversed(all_workers))
-        for worker in order:
+        # ABCDDCBA, starting one worker further each round: every worker is measured
+        # twice per round, on both sides of the others, so a neighbour's load that
+        # rises or falls during the round weighs on all of them alike.
+        shift = round_ % len(all_workers)
+        order = all_workers[shift:] + all_workers[:shift]
+        seconds = {w.key: 0.0 for w in all_workers}
+        cpu_seconds = {w.key: 0.0 for w in all_workers}
+        for worker in [*order, *reversed(order)]:
             rate, cpu = drain(client, producer, worker, settings.tasks, pids[worker.key])
-            rates[worker.key].append(rate)
-            cpus[worker.key].append(cpu)
-    core_vs_bare = [c / b for c, b in zip(rates["core"], rates["bare"], strict=True)]
-    core_vs_tuned = [c / t for c, t in zip(rates["core"], rates["tuned"], strict=True)]
-    tuned_vs_bare = [t / b for t, b in zip(rates["tuned"], rates["bare"], strict=True)]
+            seconds[worker.key] += settings.tasks / rate
+            cpu_seconds[worker.key] += cpu * settings.tasks
+        for key in rates:
+            rates[key].append(2 * settings.tasks / seconds[key])
+            cpus[key].append(cpu_seconds[key] / (2 * settings.tasks))
+
+    def ratios(values: dict[str, list[float]], a: str, b: str) -> list[float]:
+        return [x / y for x, y in zip(values[a], values[b], strict=True)]
+
+    core_vs_bare = ratios(rates, "core", "bare")
+    core_vs_tuned = ratios(rates, "core", "tuned")
+    tuned_vs_bare = ratios(rates, "tuned", "bare")
+    stored_vs_core = ratios(rates, "stored", "core")
     med = {key: median(values) for key, values in rates.items()}
     cpu = {key: median(values) for key, values in cpus.items()}
-    cpu_ratio = [c / b for c, b in zip(cpus["core"], cpus["bare"], strict=True)]
-    cpu_tuned = [c / t for c, t in zip(cpus["core"], cpus["tuned"], strict=True)]
+    cpu_ratio = ratios(cpus, "core", "bare")
+    calls = run_json([PYTHON, str(BENCH_DIR / "task_call_probe.py")], cwd=REPO, timeout=300)
+    wrapper = median([w - b for w, b in zip(calls["wrapped"], calls["bare"], strict=True)])
     how = (
-        f"{settings.rounds} alternating rounds of {settings.tasks} no-op tasks each, "
-        f"{' '.join(POOL)}, first task start to last task end"
+        f"{settings.rounds} rounds, each measuring every worker twice in ABCDDCBA order "
+        f"(rotated each round) on {settings.tasks} queued no-op tasks, {' '.join(POOL)}, "
+        "first task start to last task end"
     )
     return [
         Result(
@@ -268,7 +315,9 @@ def throughput(
             median(core_vs_bare),
             ">= 0.95",
             f"median tasks/s core_app {med['core']:.0f}, bare Celery {med['bare']:.0f}; "
-            f"per-round ratios {spread(core_vs_bare)}; {how}",
+            f"per-round ratios {spread(core_vs_bare)} (quartiles {quartiles(core_vs_bare)}); "
+            f"{how}; the host's defaults (late acknowledgement, prefetch 4, Redis result "
+            "backend), the no-op's result ignored as its plugin declares",
             "4 worker throughput",
         ),
         Result(
@@ -277,24 +326,49 @@ def throughput(
             None,
             f"CPU time of the worker (main process and pool) per task: core_app "
             f"{ms(cpu['core'])}, bare {ms(cpu['bare'])}, bare + core_app delivery settings "
-            f"{ms(cpu['tuned'])}; per-round ratios {spread(cpu_ratio)}; core_app / bare + "
-            f"core_app settings {median(cpu_tuned):.3f} (the host's own share)",
+            f"{ms(cpu['tuned'])}, core_app storing results {ms(cpu['stored'])}; per-round "
+            f"ratios {spread(cpu_ratio)}; core_app / bare + core_app settings "
+            f"{median(ratios(cpus, 'core', 'tuned')):.3f} (the host's own share)",
             "4 worker throughput",
         ),
         Result(
             "Worker throughput: run.py worker / bare Celery with core_app's delivery settings",
             median(core_vs_tuned),
             None,
-            f"median tasks/s bare Celery + core_app settings {med['tuned']:.0f}; "
-            f"per-round ratios {spread(core_vs_tuned)}: the host's own share of the gap",
+            f"median tasks/s bare Celery + core_app settings {med['tuned']:.0f}; per-round "
+            f"ratios {spread(core_vs_tuned)} (quartiles {quartiles(core_vs_tuned)}): the "
+            "host's own share of the gap (the Flask app context around each task)",
             "4 worker throughput",
         ),
         Result(
             "Worker throughput: bare Celery with core_app's delivery settings / bare Celery",
             median(tuned_vs_bare),
             None,
-            f"per-round ratios {spread(tuned_vs_bare)}: the share of the gap due to the "
-            "settings (acks_late, prefetch 1, results, events, track_started)",
+            f"per-round ratios {spread(tuned_vs_bare)} (quartiles {quartiles(tuned_vs_bare)}): "
+            "the share of the gap due to the delivery settings (late acknowledgement, "
+            "prefetch 4, visibility timeout and sweeps, a result backend the no-op does "
+            "not write to)",
+            "4 worker throughput",
+        ),
+        Result(
+            "Host's work around each task: its CPU time / the worker's CPU time per task",
+            wrapper / cpu["core"],
+            None,
+            f"calling a task as the worker's tracer does (the host's task class: the Flask "
+            f"app context and what runs when it ends) costs {wrapper * 1e6:.1f} us more than "
+            f"calling its function, against {ms(cpu['core'])} of worker CPU per no-op task; "
+            f"in-process CPU time, {len(calls['wrapped'])} alternating rounds of 100000 calls "
+            "(benchmarks/task_call_probe.py)",
+            "4 worker throughput",
+        ),
+        Result(
+            "Worker throughput: run.py worker storing every result / ignoring the no-op's",
+            median(stored_vs_core),
+            None,
+            f"median tasks/s storing results {med['stored']:.0f}, core_app {med['core']:.0f}; "
+            f"per-round ratios {spread(stored_vs_core)} (quartiles "
+            f"{quartiles(stored_vs_core)}): what core_app_task_options' ignore_result "
+            "saves (a result-backend write per task)",
             "4 worker throughput",
         ),
     ]
@@ -397,9 +471,9 @@ def publish_in_request(settings: Settings, redis_url: str, workdir: Path) -> lis
                     None,
                     f"bare Celery(broker=redis) publishing the same message outside a "
                     f"request: p50 {ms(median(all_bare))}, p99 {ms(percentile(all_bare, 99))}; "
-                    f"per-round ratios {spread(ratios)}; the difference is core_app's delivery "
-                    "settings: task_send_sent_event (one more message per task) and the "
-                    "Redis result backend (a SUBSCRIBE per task before publishing)",
+                    f"per-round ratios {spread(ratios)}; the difference is the Redis result "
+                    "backend: a SUBSCRIBE to the result channel before publishing a task "
+                    "whose result is stored (send_email's is, for its status URL)",
                     "5 latency",
                 )
             )

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST_DEPENDENCIES = ["flask", "pluggy", "importlib-metadata", "packaging", "celery[redis]"]
+HOST_DEPENDENCIES = [
+    *("flask", "pluggy", "importlib-metadata", "packaging", "celery[redis]"),
+    *("sqlalchemy", "alembic"),
+]
 
 #: Builds an app with every installed plugin and prints what it mounted.
 PROBE = """

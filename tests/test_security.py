@@ -227,6 +227,7 @@ def test_plugins_report_is_off_in_production_unless_exposed(tmp_path, monkeypatc
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
     monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
+    monkeypatch.setenv("CORE_APP_DATABASE_ALLOW_SQLITE", "true")
     hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/plugins")
     _assert_client_json_error(hidden, 404)
 
@@ -387,6 +388,7 @@ def _health_app(tmp_path: Path, broker_port: int, **settings: object):
             SECRET_KEY=SECRET,
             BROKER_URL=f"redis://127.0.0.1:{broker_port}/0",
             PLUGIN_ERRORS="skip",
+            DATABASE_ALLOW_SQLITE=True,
             **settings,
         )
     )
@@ -403,7 +405,11 @@ def test_production_health_and_ready_details_only_for_operators_who_ask(fake_dis
     assert ready.status_code == 503
     assert ready.get_json() == {
         "status": "unavailable",
-        "checks": {"broker": {"ok": False}, "shop.database": {"ok": True}},
+        "checks": {
+            "broker": {"ok": False},
+            "database": {"ok": True},
+            "migrations": {"ok": False},  # never migrated implicitly in production
+        },
         "plugins": {"loaded": ["shop"], "failed": [{"name": "broken"}]},
     }
     for leak in (str(port), "127.0.0.1", "redis", "kaboom", "/srv/", "6.6", host_version()):
@@ -422,6 +428,7 @@ def test_production_health_details_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
     monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
+    monkeypatch.setenv("CORE_APP_DATABASE_ALLOW_SQLITE", "true")
     hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/health")
     assert hidden.get_json() == {"status": "ok"}
     monkeypatch.setenv("CORE_APP_EXPOSE_HEALTH_DETAILS", "true")

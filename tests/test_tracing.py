@@ -70,7 +70,7 @@ def test_trace_hooks_logs_every_hook_call_with_plugin_args_and_duration(tmp_path
         ("core_app_config_defaults", "shop"),
         ("core_app_blueprint", "shop"),
         ("core_app_beat_schedule", "shop"),
-        ("core_app_health_checks", "shop"),
+        ("core_app_models", "shop"),
         ("core_app_config_defaults", "notifications"),
         ("core_app_blueprint", "notifications"),
         ("core_app_blueprint", "core_app"),  # the host's built-in plugin is traced too

@@ -41,7 +41,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from queue import Empty
+from time import monotonic, time
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,6 +65,9 @@ _pending_lock = threading.Lock()
 # A pool child does not own its parent's messages.
 os.register_at_fork(after_in_child=_pending.clear)
 ACK = "ack"
+#: In ``_pending``, for a take key (see :data:`TAKE`): its message may have been taken
+#: by a take whose reply was lost; put it back unless this worker runs it.
+TAKEN = "taken"
 
 
 def _running_tags() -> set[str]:
@@ -76,8 +81,12 @@ def _running_tags() -> set[str]:
 
 class QoS(kombu_redis.QoS):
     def append(self, message: Any, delivery_tag: str) -> None:
-        """Record a message taken from its queue as unacknowledged. If Redis went away
-        meanwhile, the message exists only here: keep it to put it back."""
+        """Record a message taken from its queue as unacknowledged (unless the script
+        that took it did). If Redis went away meanwhile, the message exists only here:
+        keep it to put it back."""
+        if self.channel.recorded.pop(delivery_tag, None):
+            virtual.QoS.append(self, message, delivery_tag)
+            return
         try:
             super().append(message, delivery_tag)
         except self.channel.connection_errors:
@@ -113,20 +122,64 @@ class QoS(kombu_redis.QoS):
         return []
 
 
+#: Takes the first message of the lists in KEYS[4:] and records it as unacknowledged
+#: (KEYS[1], hash) delivered now (ARGV[1]; KEYS[2], index), in one step: a worker killed
+#: after Redis handed it a message leaves the message in the hash, not nowhere. KEYS[3]
+#: (the channel's take key) keeps the tag for ARGV[2] s, in case the reply is lost.
+TAKE = """
+for i = 4, #KEYS do
+    local item = redis.call('RPOP', KEYS[i])
+    if item then
+        local properties = cjson.decode(item)['properties']
+        local tag = properties['delivery_tag']
+        local info = properties['delivery_info'] or {}
+        redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'] or '')
+            .. ',' .. cjson.encode(info['routing_key'] or '') .. ']')
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('SET', KEYS[3], tag, 'EX', ARGV[2])
+        return {KEYS[i], item, tag}
+    end
+end
+return false
+"""
+
+
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    #: Take messages with :data:`TAKE`; off with a key prefix, no-ack consumers, or a
+    #: Redis without BLMOVE (before 6.2): kombu's BRPOP then.
+    atomic_take = True
+    #: After a take found nothing: wait (BLMOVE of a queue onto itself) before the next.
+    _idle = False
 
     def __init__(self, connection: Any, *args: Any, **kwargs: Any) -> None:
         # The transport forgets its connection when it is closed; the channel must not.
         self._conninfo = connection.client
+        #: Delivery tags :data:`TAKE` recorded, not yet handed to QoS.append.
+        self.recorded: dict[str, bool] = {}
+        self._take_key = f"core_app:take:{uuid.uuid4().hex}"
         super().__init__(connection, *args, **kwargs)
         with _pending_lock:
             deferred = _pending.pop(self._pending_key, {})
         if deferred:
-            running = _running_tags()
-            todo = {t: m for t, m in deferred.items() if m == ACK or t not in running}
-            if self.put_back(todo) == len(todo):
-                log.warning("Redis is back: did what it could not take before (%d).", len(todo))
+            self._catch_up(deferred)
+
+    def _catch_up(self, deferred: dict[str, Any]) -> None:
+        """Do what Redis could not take while it was down (see ``_pending``)."""
+        takes = [key for key, what in deferred.items() if what == TAKEN]
+        try:
+            with self.conn_or_acquire() as client:
+                taken = [bytes_to_str(tag) for tag in client.mget(takes) if tag] if takes else []
+                if takes:
+                    client.delete(*takes)
+        except self.connection_errors:
+            self.defer(deferred)
+            return
+        running = _running_tags()
+        todo = {t: m for t, m in deferred.items() if m != TAKEN and (m == ACK or t not in running)}
+        todo.update((tag, None) for tag in taken if tag not in running and tag not in todo)
+        if self.put_back(todo) == len(todo):
+            log.warning("Redis is back: did what it could not take before (%d).", len(todo))
 
     @cached_property
     def _pending_key(self) -> tuple[str, str]:
@@ -145,6 +198,70 @@ class Channel(kombu_redis.Channel):
             return dict(super()._connparams(asynchronous=asynchronous))
         finally:
             self.connection = transport
+
+    def _takes(self) -> bool:
+        return bool(
+            self.atomic_take
+            and self.ack_emulation
+            and not self.global_keyprefix
+            and not self.no_ack_consumers
+        )
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        """Ask Redis for the next message: a :data:`TAKE`, or, when the last one found
+        nothing, a wait for one (kombu's BRPOP takes the message before it is recorded:
+        a worker killed in between lost it)."""
+        if not self._takes():
+            super()._brpop_start(timeout)
+            return
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        if self._idle:
+            # Returns once the first queue has a message (left in place), or after the
+            # timeout: other lists of the cycle (priorities, other queues) wait that long.
+            wait = self.brpop_timeout if len(queues) == 1 else min(self.brpop_timeout, 0.2)
+            command = ["BLMOVE", keys[0], keys[0], "RIGHT", "RIGHT", wait]
+        else:
+            own = [self.unacked_key, self.unacked_index_key, self._take_key]
+            timeout = int(self.visibility_timeout)
+            command = ["EVAL", TAKE, len(keys) + len(own), *own, *keys, time(), timeout]
+        self.client.connection.send_command(*command)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self._takes():
+            return bool(super()._brpop_read(**options))
+        waited, self._idle = self._idle, False
+        connection = self.client.connection
+        try:
+            try:
+                reply = self.client.parse_response(
+                    connection, "BLMOVE" if waited else "EVAL", **options
+                )
+            except self.connection_errors:
+                connection.disconnect()
+                if not waited:  # the take may have happened: its reply is lost
+                    self.defer({self._take_key: TAKEN})
+                raise
+            except self.ResponseError as exc:  # a Redis before 6.2: no BLMOVE
+                log.warning("Taking messages with BRPOP: %s", exc)
+                self.atomic_take = False
+                raise Empty() from exc
+            if waited or not reply:
+                self._idle = not waited
+                raise Empty()
+            dest, item, tag = (bytes_to_str(part) for part in reply)
+            queue = dest.rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            self.recorded[tag] = True
+            self.connection._deliver(loads(item), queue)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()
 
     def close(self) -> None:
         if self._in_poll:

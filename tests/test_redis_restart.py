@@ -8,6 +8,7 @@ messages it held waited in Redis for the visibility timeout (core_app.redis_tran
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -49,6 +50,8 @@ def test_a_busy_worker_survives_three_redis_restarts_and_sends_every_email(tmp_p
         finally:
             proc.stop()
             redis_server.stop()
+            missing = sorted(set(publisher.published) - set(sink.task_ids()))
+            (tmp_path / "missing.json").write_text(json.dumps(missing))
     log = proc.output()
     assert "Unrecoverable error" not in log
     assert log.count("Connection to broker lost") >= RESTARTS, "every restart was seen"

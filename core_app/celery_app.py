@@ -7,6 +7,10 @@ plugin owns which task, and on which queue it goes, is :mod:`core_app.tasks`.
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
@@ -14,10 +18,14 @@ from celery.result import AsyncResult
 from flask import Flask, current_app
 from kombu.exceptions import OperationalError
 
+from .config import DEFAULTS
+from .deadletter import count_delivery
 from .embedded import embedded_config
 from .plugins import PluginHost
 from .responses import broker_unavailable
 from .tasks import DEFAULT_QUEUE, PluginRouter, check_task_names, claim_tasks, import_task_modules
+
+log = logging.getLogger(__name__)
 
 #: Brokers served by core_app.redis_transport (kombu's, fixed to survive a restart).
 REDIS_SCHEMES = ("redis://", "rediss://")
@@ -32,13 +40,16 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     - ``worker_deduplicate_successful_tasks``: a task delivered again (its worker died
       after it ran) whose SUCCESS is already in the result backend is not run again; the
       check reads the backend only for redelivered messages.
-    - ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, 1 h): how long Redis waits for that
-      acknowledgement before delivering again; longer than the longest task.
+    - ``task_time_limit`` (``TASK_TIME_LIMIT``, 300 s): every task ends within a known
+      time, so the visibility timeout can be derived rather than guessed.
+    - ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, else :func:`visibility_timeout`):
+      how long Redis waits for that acknowledgement before delivering again. Tasks
+      reserved by a worker that died are delivered again that long after it took them.
     - ``worker_prefetch_multiplier = 4`` (Celery's default): the example plugins' tasks
       are short, and reserving a few saves a Redis round trip per task. Reserved tasks
-      are unacknowledged too, so a dead worker loses none of them. For tasks that run
-      minutes, set ``CELERY__worker_prefetch_multiplier=1`` so one slow task does not
-      hold others back.
+      are unacknowledged too, so a dead worker loses none of them, but a reserved task
+      may wait for the ones before it, so the derived visibility timeout grows with the
+      multiplier. For tasks that run minutes, set ``CELERY__worker_prefetch_multiplier=1``.
     - No task events and no STARTED state by default: they cost two more Redis writes
       per task (half the throughput of a short task). Flower switches events on in the
       workers it watches (``enable_events``); ``CELERY__worker_send_task_events=true``
@@ -49,15 +60,16 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
       down waits for it instead of exiting.
     """
     timeouts = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0}
+    timeout = visibility_timeout(app.config)
     return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_deduplicate_successful_tasks": True,
-        "worker_prefetch_multiplier": 4,
+        "worker_prefetch_multiplier": PREFETCH_MULTIPLIER,
+        "task_time_limit": _setting(app.config, "TASK_TIME_LIMIT"),
         "broker_transport_options": {
-            "visibility_timeout": app.config["VISIBILITY_TIMEOUT"],
-            # Sweep for tasks of dead workers every tenth of the timeout (1-60 s).
-            "unacked_restore_interval": max(1, min(60, app.config["VISIBILITY_TIMEOUT"] // 10)),
+            "visibility_timeout": timeout,
+            "unacked_restore_interval": sweep_interval(timeout),
             "unacked_restore_throttle": 1,
             **timeouts,
         },
@@ -81,6 +93,43 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     }
 
 
+PREFETCH_MULTIPLIER = 4
+#: Seconds added to the derived visibility timeout: storing the result, acknowledging.
+VISIBILITY_SLACK = 10
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    return config[key] if config.get(key) is not None else DEFAULTS[key]
+
+
+def visibility_timeout(config: Mapping[str, Any]) -> int:
+    """``VISIBILITY_TIMEOUT`` if set, else the longest a healthy worker keeps a message
+    unacknowledged::
+
+        prefetch multiplier x task time limit + MAX_COUNTDOWN + 10 s
+
+    A reserved task waits for at most (multiplier - 1) tasks of its pool process before
+    it runs for at most the time limit; a task sent with a countdown or an ETA (a retry)
+    is held unacknowledged until it is due. A shorter timeout would hand such a message
+    to a second worker while the first still has it. Settings from ``CELERY`` count
+    (``worker_prefetch_multiplier``, ``worker_disable_prefetch``, ``task_time_limit``).
+    """
+    if config.get("VISIBILITY_TIMEOUT") is not None:
+        return int(config["VISIBILITY_TIMEOUT"])
+    celery = config.get("CELERY") or {}
+    prefetch = 1 if celery.get("worker_disable_prefetch") else PREFETCH_MULTIPLIER
+    prefetch = max(1, int(celery.get("worker_prefetch_multiplier", prefetch)))
+    time_limit = celery.get("task_time_limit") or _setting(config, "TASK_TIME_LIMIT")
+    countdown = _setting(config, "MAX_COUNTDOWN")
+    return math.ceil(prefetch * float(time_limit) + float(countdown)) + VISIBILITY_SLACK
+
+
+def sweep_interval(timeout: int) -> int:
+    """How often workers look for messages of dead workers: a tenth of the timeout,
+    1-60 s. A message is delivered again at most ``timeout`` + this after it was taken."""
+    return max(1, min(60, timeout // 10))
+
+
 class PluginCelery(Celery):  # type: ignore[misc]
     """Celery whose ``send_task`` reports an unreachable result backend as a broker error.
 
@@ -93,7 +142,11 @@ class PluginCelery(Celery):  # type: ignore[misc]
     Redis is back, so the error is as temporary as the broker's own.
     """
 
+    #: ``MAX_COUNTDOWN``: a task sent to run later than this is logged (see below).
+    max_countdown: float | None = None
+
     def send_task(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        self._check_countdown(args[0] if args else kwargs.get("name"), kwargs)
         try:
             return super().send_task(*args, **kwargs)
         except RuntimeError as exc:
@@ -104,6 +157,24 @@ class PluginCelery(Celery):  # type: ignore[misc]
                 raise
             raise OperationalError(f"result backend unreachable: {cause}") from exc
 
+    def _check_countdown(self, name: object, options: Mapping[str, Any]) -> None:
+        """On Redis a task sent with a countdown or ETA waits unacknowledged in a worker;
+        beyond ``MAX_COUNTDOWN`` the visibility timeout may hand it to a second worker."""
+        due = options.get("countdown")
+        eta = options.get("eta")
+        if isinstance(eta, datetime):  # naive means UTC, as for Celery
+            now = datetime.now(UTC)
+            due = (eta - (now if eta.tzinfo else now.replace(tzinfo=None))).total_seconds()
+        if self.max_countdown is not None and due is not None and due > self.max_countdown:
+            log.warning(
+                "%s is sent to run in %.0f s, beyond MAX_COUNTDOWN (%s s): the visibility "
+                "timeout (%s s) may deliver it twice. Raise MAX_COUNTDOWN.",
+                name,
+                due,
+                self.max_countdown,
+                self.conf.broker_transport_options.get("visibility_timeout"),
+            )
+
 
 def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     """Make the Celery app of ``app``, with every active plugin's tasks on its queue."""
@@ -111,9 +182,11 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     class FlaskTask(Task):  # type: ignore[misc]
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
+                count_delivery(app, self)  # a message delivered too often is parked
                 return self.run(*args, **kwargs)
 
     celery_app = PluginCelery(app.import_name, task_cls=FlaskTask)
+    celery_app.max_countdown = float(_setting(app.config, "MAX_COUNTDOWN"))
     settings = delivery_defaults(app)
     if app.config["BROKER_URL"]:
         settings["broker_url"] = app.config["BROKER_URL"]
@@ -141,7 +214,25 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     host.each(lambda record: import_task_modules(host, record), builtins=False)
     claim_tasks(celery_app, host, router)
     host.each(lambda record: check_task_names(router, record), builtins=False)
+    _check_time_limits(celery_app)
     return celery_app
+
+
+def _check_time_limits(celery_app: Celery) -> None:
+    """A task allowed to run longer than ``task_time_limit`` outlives the derived
+    visibility timeout: say so where it is imported (its workers)."""
+    limit = celery_app.conf.task_time_limit
+    for name, task in celery_app.tasks.items():
+        own = getattr(task, "time_limit", None)
+        if limit and own and own > limit:
+            log.warning(
+                "%s has time_limit=%s s, above TASK_TIME_LIMIT (%s s), from which the "
+                "visibility timeout is derived: it may be delivered twice while it runs. "
+                "Raise TASK_TIME_LIMIT (or VISIBILITY_TIMEOUT) in every process.",
+                name,
+                own,
+                limit,
+            )
 
 
 def check_broker() -> None:

@@ -403,6 +403,70 @@ def beat_command(args: Sequence[str]) -> None:
     _celery(_app_for(Role(BEAT))).start(["beat", *args])
 
 
+# -- dead letters -----------------------------------------------------------------------
+
+
+@click.group("deadletters")
+def deadletters_command() -> None:
+    """Tasks parked after MAX_DELIVERIES deliveries (a Redis list per plugin)."""
+
+
+def _parked_store(app: Flask) -> Any:
+    from . import deadletter
+
+    redis_client = deadletter.client(app.config)
+    if redis_client is None:
+        raise click.ClickException("Dead letters are kept in Redis: no BROKER_URL is redis://.")
+    return redis_client
+
+
+@deadletters_command.command("list")
+@click.argument("plugin", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def deadletters_list(plugin: str | None, as_json: bool) -> None:
+    """List the tasks parked for PLUGIN (default: every installed plugin)."""
+    from . import deadletter
+
+    app = _app_for(Role(COMMAND, ()))
+    names = [plugin] if plugin else [source.name for source in _installed()]
+    redis_client = _parked_store(app)
+    rows = [
+        row for name in names for row in deadletter.summary(deadletter.parked(redis_client, name))
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif rows:
+        columns = list(rows[0])
+        widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
+        for line in [dict(zip(columns, columns, strict=True)), *rows]:
+            click.echo(
+                "  ".join(
+                    str(line[c]).ljust(w) for c, w in zip(columns, widths, strict=True)
+                ).rstrip()
+            )
+    else:
+        click.echo("No parked tasks.")
+
+
+@deadletters_command.command("requeue")
+@click.argument("plugin")
+@click.option("--id", "ids", multiple=True, metavar="ID", help="A parked task's id (repeatable).")
+@click.option("--all", "requeue_all", is_flag=True, help="Every task parked for PLUGIN.")
+def deadletters_requeue(plugin: str, ids: tuple[str, ...], requeue_all: bool) -> None:
+    """Queue parked tasks of PLUGIN again, their delivery count reset."""
+    from . import deadletter
+
+    if bool(ids) == requeue_all:
+        raise click.UsageError("Give --id ID (one or more) or --all.")
+    app = _app_for(Role(COMMAND, (plugin,)))
+    queued = deadletter.requeue(app, _parked_store(app), plugin, None if requeue_all else ids)
+    missing = sorted(set(ids) - set(queued))
+    for task_id in queued:
+        click.echo(f"requeued {task_id}")
+    if missing:
+        raise click.ClickException(f"Not parked for {plugin}: {', '.join(missing)}")
+
+
 # -- serving ----------------------------------------------------------------------------
 
 
@@ -457,5 +521,6 @@ HOST_COMMANDS: tuple[click.Command, ...] = (
     beat_command,
     plugins_command,
     new_plugin,
+    deadletters_command,
     db_command,
 )

@@ -63,8 +63,15 @@ DEFAULTS: dict[str, Any] = {
     "EXPOSE_HEALTH_DETAILS": None,
     # Any other Celery setting, by its lower-case Celery name.
     "CELERY": {},
-    # Seconds a Redis message may stay unacknowledged before it is delivered again.
-    "VISIBILITY_TIMEOUT": 3600,
+    # Seconds a Redis message may stay unacknowledged before it is delivered again; None
+    # derives it from the three below and the prefetch (core_app.celery_app).
+    "VISIBILITY_TIMEOUT": None,
+    # Hard time limit of every task that declares none (Celery's task_time_limit).
+    "TASK_TIME_LIMIT": 300,
+    # The longest countdown or ETA a task is sent with (retries included).
+    "MAX_COUNTDOWN": 180,
+    # A task delivered more often than this is parked in deadletter:<plugin> (Redis).
+    "MAX_DELIVERIES": 5,
     # The database every plugin shares (SQLAlchemy URL); None: SQLite in the instance
     # folder, refused in production unless DATABASE_ALLOW_SQLITE (core_app.db).
     "DATABASE_URL": None,

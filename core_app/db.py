@@ -18,13 +18,14 @@ context ends (every task runs in one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_app_context
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -106,6 +107,23 @@ class Database:
         self.engine  # noqa: B018 (makes the session factory)
         assert self._sessions is not None
         return self._sessions()
+
+    @contextlib.contextmanager
+    def rolled_back(self) -> Iterator[Session]:
+        """Every session of this app, until the end of the block, inside one transaction
+        that is then rolled back: each commit is a savepoint (tests' isolation)."""
+        with self.engine.connect() as connection:
+            outer = connection.begin()
+            factory, self._sessions = self._sessions, sessionmaker(
+                connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+            )
+            try:
+                yield self._sessions()
+            finally:
+                self._sessions = factory
+                if has_app_context():  # a session() made inside the block is done with
+                    _close_session()
+                outer.rollback()
 
     def migration_engine(self) -> Engine:
         """An engine without a pool for migrations; on SQLite with foreign keys off, as

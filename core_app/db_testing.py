@@ -5,6 +5,8 @@ SQLite file and once on an emptied PostgreSQL database. PostgreSQL is the machin
 server when ``CORE_APP_TEST_DATABASE_URL`` names one (``postgresql://postgres@127.0.0.1/
 postgres``: a throwaway database is created on it for the test run and dropped after),
 else a private cluster of the session's (:class:`core_app.servers.PostgresServer`).
+``db_session`` is a session on the ``app`` fixture's database whose commits (the test's
+and those of requests to the app) are rolled back after the test.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flask import Flask
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
+from .db import current_database
 from .servers import PostgresServer
 
 TEST_DATABASE_ENV = "CORE_APP_TEST_DATABASE_URL"
@@ -80,3 +85,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     empty_postgres(url)
     return url
+
+
+@pytest.fixture
+def db_session(app: Flask) -> Iterator[Session]:
+    """A session on ``app``'s database (migrated when the app was built), inside an app
+    context; everything the test and the app's requests commit is rolled back after it."""
+    with app.app_context(), current_database(app).rolled_back() as session:
+        yield session

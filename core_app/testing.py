@@ -13,7 +13,8 @@ Fixtures: ``redis_server`` (session), ``redis_url`` (a flushed database),
 ``core_app_plugins``, ``core_app_extra_plugins``, ``core_app_config``, ``make_app``, ``app``,
 ``client``, ``runner``, ``redis_app`` (an app on the session's Redis) and
 ``celery_worker`` (a worker process for ``redis_app``'s plugins); ``database_url`` (an
-empty database, once SQLite and once PostgreSQL: :mod:`core_app.db_testing`).
+empty database, once SQLite and once PostgreSQL) and ``db_session`` (rolled back after the
+test): :mod:`core_app.db_testing`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from .app import create_app
-from .db_testing import database_url, postgres_database, postgres_server_url
+from .db_testing import database_url, db_session, postgres_database, postgres_server_url
 from .discovery import rescan
 from .servers import PostgresServer, RabbitMQServer, RedisServer, free_port, wait_until
 
@@ -49,6 +50,7 @@ __all__ = [
     "WorkerProcess",
     "child_venv",
     "database_url",
+    "db_session",
     "free_port",
     "postgres_database",
     "postgres_server_url",

@@ -122,3 +122,29 @@ def test_engines_are_forgotten_in_a_forked_child(tmp_path, database_url):
     assert os.read(read, 2) == b"ok"
     with engine.connect() as connection:  # the parent's pool still works
         assert connection.execute(text("SELECT 1")).scalar() == 1
+
+
+@pytest.fixture
+def core_app_plugins():
+    return ["shop"]
+
+
+def test_db_session_rolls_back_what_the_test_and_its_requests_commit(app, db_session):
+    from core_app_shop.models import User
+
+    client = app.test_client()
+    assert client.post("/api/shop/users", json={"name": "Ann", "email": "a@example.org"})
+    db_session.add(User(name="Bob", email="b@example.org"))
+    db_session.commit()
+    assert [u["name"] for u in client.get("/api/shop/users").json["users"]] == ["Ann", "Bob"]
+
+
+def test_after_a_rolled_back_block_nothing_is_left(app):
+    from core_app_shop.models import User
+
+    database = current_database(app)
+    with app.app_context():
+        with database.rolled_back() as inside:
+            app.test_client().post("/api/shop/users", json={"name": "A", "email": "a@x.org"})
+            assert inside.query(User).count() == 1
+        assert session().query(User).count() == 0

@@ -34,8 +34,10 @@ from common import (
     free_port,
     http_status,
     median,
+    ms,
     spread,
     tail,
+    tree_cpu_seconds,
     wait_http,
 )
 from web_bench import WORKERS, gunicorn, load
@@ -115,7 +117,13 @@ def run(quick: bool, workdir: Path, redis_url: str) -> list[Result]:
                 raise RuntimeError("seeding users failed")
         options = {"threads": 4, "slices": slices, "slice_seconds": seconds}
         timeout = slices * seconds + 120
+        pids = {name: servers[name].pid for name in ("core", "hand")}
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         users = load(f"{ports['core']},{ports['hand']}", "/api/shop/users", timeout, **options)
+        cpu = {
+            name: (tree_cpu_seconds(pid) - cpu_before[name]) / served
+            for (name, pid), served in zip(pids.items(), users["served"], strict=True)
+        }
         purchases = load(
             f"{ports['core']},{ports['direct']}",
             "/api/shop/purchases",
@@ -140,6 +148,16 @@ def run(quick: bool, workdir: Path, redis_url: str) -> list[Result]:
             ">= 0.98",
             f"median req/s core {rate[0]:.0f}, hand-wired {rate[1]:.0f}; per-pair ratios "
             f"{spread(rps)}; {how}",
+            "7 plugin data",
+        ),
+        Result(
+            f"HTTP server CPU per request GET /api/shop/users ({USERS} rows, PostgreSQL): "
+            "core_app / hand-wired",
+            cpu["core"] / cpu["hand"],
+            "<= 1.02",
+            f"CPU time of the gunicorn processes per request served: core {ms(cpu['core'])}, "
+            f"hand-wired {ms(cpu['hand'])} ({users['served'][0]} and {users['served'][1]} "
+            "requests, the same run); steadier than req/s when other processes share the machine",
             "7 plugin data",
         ),
         Result(

@@ -1,6 +1,6 @@
 """core_app's benchmarks: each figure a ratio against a hand-wired baseline.
 
-    python benchmarks/run.py                 # the full run, about 8 minutes on 2 cores
+    python benchmarks/run.py                 # the full run, about 12 minutes on 2 cores
     python benchmarks/run.py --quick         # about 3 minutes
     python benchmarks/run.py --json out.json --only overhead,startup
 
@@ -38,8 +38,8 @@ from common import REPO, Result, machine_info, target_met
 
 SECTIONS = ("overhead", "startup", "offload", "throughput", "latency", "worker_startup", "data")
 INSTALL = (
-    "pip install -e . -e plugins/shop -e plugins/notifications gunicorn aiosmtpd pytest "
-    "&& apt-get install -y redis-server"
+    "pip install -e '.[postgresql]' -e plugins/shop -e plugins/notifications gunicorn aiosmtpd "
+    "pytest && apt-get install -y redis-server postgresql"
 )
 
 
@@ -48,7 +48,7 @@ def missing_requirements() -> list[str]:
         module
         for module in (
             *("core_app", "core_app_shop", "core_app_notifications"),
-            *("gunicorn", "aiosmtpd", "celery", "redis", "pytest"),
+            *("gunicorn", "aiosmtpd", "celery", "redis", "pytest", "psycopg"),
         )
         if importlib.util.find_spec(module) is None
     ]
@@ -59,7 +59,7 @@ def missing_requirements() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="core_app benchmarks (ratios, A/B, medians)")
-    parser.add_argument("--quick", action="store_true", help="a run of about two minutes")
+    parser.add_argument("--quick", action="store_true", help="a run of about three minutes")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results here")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}"

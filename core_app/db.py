@@ -114,8 +114,11 @@ class Database:
         that is then rolled back: each commit is a savepoint (tests' isolation)."""
         with self.engine.connect() as connection:
             outer = connection.begin()
-            factory, self._sessions = self._sessions, sessionmaker(
-                connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+            factory, self._sessions = (
+                self._sessions,
+                sessionmaker(
+                    connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+                ),
             )
             try:
                 yield self._sessions()

@@ -158,9 +158,8 @@ def test_foreign_keys_only_to_a_declared_dependency_whose_migrations_run_first(
         {"ledger_accounts": ""},
         [revision("ledger", "ledger_0001", None, create_table("ledger_accounts"))],
     )
-    entries = create_table(
-        "audit_entries", "sa.Column('account_id', sa.Integer(), sa.ForeignKey('ledger_accounts.id'))"
-    )
+    account = "sa.Column('account_id', sa.Integer(), sa.ForeignKey('ledger_accounts.id'))"
+    entries = create_table("audit_entries", account)
     columns = ", Column('account_id', Integer, ForeignKey('ledger_accounts.id'))"
     data_plugin(
         fake_dist,

@@ -29,7 +29,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown
-from flask import Flask, current_app
+from flask import Flask, current_app, has_app_context
 from sqlalchemy import (
     JSON,
     Column,
@@ -143,9 +143,17 @@ def enqueue(
 
 @event.listens_for(Session, "after_commit")
 def _publish_after_commit(session: Session) -> None:
+    """The commit is done: publishing must not undo it or raise from ``commit()``."""
     messages = session.info.pop(_PENDING, None)
-    if messages:
+    if not messages:
+        return
+    if not has_app_context():
+        log.warning("outbox: %d message(s) committed outside an app context", len(messages))
+        return  # the relay publishes them
+    try:
         publish(messages)
+    except Exception:
+        log.exception("outbox: publishing after the commit failed; the relay will")
 
 
 @event.listens_for(Session, "after_rollback")

@@ -350,3 +350,36 @@ def test_production_refuses_sqlite_for_plugins_with_tables_unless_allowed(fake_d
     assert "CORE_APP_DATABASE_URL=postgresql+psycopg://" in str(info.value)
     assert create_app({**settings, "DATABASE_ALLOW_SQLITE": True})
     rescan()
+
+
+def test_db_upgrade_of_one_plugin_imports_it_and_its_dependencies_only(fake_dist, tmp_path):
+    """``db upgrade audit`` is a process of role ``db`` for audit: it loads audit and the
+    ledger it depends on, never an unrelated plugin."""
+    from fakes import never_import_source
+
+    ledger = data_plugin(
+        fake_dist,
+        "ledger",
+        {"ledger_accounts": ""},
+        [revision("ledger", "ledger_0001", None, create_table("ledger_accounts"))],
+    )
+    audit = data_plugin(
+        fake_dist,
+        "audit",
+        {"audit_entries": ""},
+        [revision("audit", "audit_0001", None, create_table("audit_entries"))],
+        dependencies={"ledger": ""},
+    )
+    other = fake_dist("other", "")
+    (other.path / f"{other.module}.py").write_text(never_import_source(other.marker))
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    paths = [ledger.path, audit.path, other.path]
+    done = core_app_db(["upgrade", "audit"], url, tmp_path / "instance", paths)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "core_app: <base> -> core_app_0001",
+        "ledger: <base> -> ledger_0001",
+        "audit: <base> -> audit_0001",
+    ]
+    assert not other.marker.exists()
+    assert "shop_users" not in tables_of(url)  # the installed shop was not loaded either

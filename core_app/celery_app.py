@@ -23,6 +23,7 @@ from .deadletter import count_delivery
 from .embedded import embedded_config
 from .plugins import PluginHost
 from .responses import broker_unavailable
+from .roles import WEB
 from .tasks import DEFAULT_QUEUE, PluginRouter, check_task_names, claim_tasks, import_task_modules
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,38 @@ def sweep_interval(timeout: int) -> int:
     return max(1, min(60, timeout // 10))
 
 
+#: A web process waits this long for any one reply of Redis (and to connect).
+WEB_SOCKET_TIMEOUT = 0.3
+
+
+def web_timeouts(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Shorter waits for a web process, whose requests must not hang on a broker that
+    accepts connections but does not answer (frozen, overloaded, a half-open network).
+
+    Publishing is one try and one retry, each waiting at most 0.3 s for Redis (the
+    result backend's subscription to the task's result channel included), so a request
+    answers 503 in about a second whatever the broker does. Workers keep the longer
+    timeouts of :func:`delivery_defaults`: they wait for the broker rather than fail.
+    """
+    timeouts = {
+        "socket_connect_timeout": WEB_SOCKET_TIMEOUT,
+        "socket_timeout": WEB_SOCKET_TIMEOUT,
+    }
+    return {
+        "broker_transport_options": {**settings["broker_transport_options"], **timeouts},
+        "broker_connection_timeout": WEB_SOCKET_TIMEOUT,
+        "task_publish_retry_policy": {
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.1,
+            "interval_max": 0.1,
+        },
+        "redis_socket_connect_timeout": WEB_SOCKET_TIMEOUT,
+        "redis_socket_timeout": WEB_SOCKET_TIMEOUT,
+        "result_backend_transport_options": {"retry_policy": {"max_retries": 0}},
+    }
+
+
 class PluginCelery(Celery):  # type: ignore[misc]
     """Celery whose ``send_task`` reports an unreachable result backend as a broker error.
 
@@ -193,6 +226,8 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
         settings["result_backend"] = app.config["RESULT_BACKEND"] or app.config["BROKER_URL"]
     else:
         settings.update(embedded_config(app.instance_path))
+    if host.role.kind == WEB and str(settings["broker_url"]).startswith(REDIS_SCHEMES):
+        settings.update(web_timeouts(settings))
     settings.update(app.config["CELERY"])
     if str(settings.get("broker_url")).startswith(REDIS_SCHEMES):
         from . import redis_transport
@@ -239,4 +274,4 @@ def check_broker() -> None:
     """Readiness check: the broker answers within its connect timeout."""
     celery_app: Celery = current_app.extensions["celery"]
     with celery_app.connection_for_write() as connection:
-        connection.ensure_connection(max_retries=1, timeout=1)
+        connection.ensure_connection(max_retries=1, interval_start=0.1, timeout=1)

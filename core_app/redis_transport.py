@@ -1,11 +1,11 @@
 # mypy: disable-error-code="no-untyped-call"
-"""kombu's Redis transport, made to survive a Redis restart under a busy worker.
+"""kombu's Redis transport, made to survive a Redis restart or a killed busy worker.
 
 ``broker_transport`` points here for ``redis://`` and ``rediss://`` brokers
-(:func:`core_app.celery_app.delivery_defaults`); everything else is kombu's
+(:func:`core_app.celery_app.celery_init_app`); everything else is kombu's
 ``kombu.transport.redis``, unchanged.
 
-What goes wrong with the stock transport (kombu 5.7.0, redis-py 8), when Redis restarts
+What goes wrong with the stock transport (kombu 5.7.0, redis-py 8) when Redis restarts
 while a worker holds unacknowledged messages (every busy worker does: the task it runs
 and the ones it prefetched):
 
@@ -20,15 +20,23 @@ and the ones it prefetched):
    ``AttributeError: 'NoneType' object has no attribute 'hostname'``. Celery does not
    expect an ``AttributeError`` there: the worker logs ``Unrecoverable error`` and exits.
 3. When the close does get that far with Redis still down, putting the messages back
-   fails, and they are never tried again: they wait in Redis's ``unacked`` hash for the
+   fails, and they are never tried again; acknowledgements of tasks that finish while
+   Redis is down are lost too: those messages wait in Redis's ``unacked`` hash for the
    whole visibility timeout.
 
+And whatever Redis does: ``BRPOP`` removes a message from its queue before the worker
+records it as unacknowledged, so a worker killed in between (or a reply lost with its
+connection) loses the message for good.
+
 Here a channel remembers its connection's address (closing does not make it forget
-where Redis is), a lost ``BRPOP`` reply does not stop the close, and messages that
-could not be put back while Redis was down are put back as soon as this process
-connects again. Messages of tasks still running in this worker are left alone: their
-tasks acknowledge them when they finish (or, if this worker dies first, the visibility
-timeout hands them out again), so a restart does not run them twice.
+where Redis is), a lost ``BRPOP`` reply does not stop the close, and what could not be
+told to Redis while it was down (messages to put back, acknowledgements) is done as soon
+as this process connects again. Messages of tasks still running in this worker are left
+alone: their tasks acknowledge them when they finish (or, if this worker dies first, the
+visibility timeout hands them out again), so a restart does not run them twice. And a
+message is taken from its queue and recorded as unacknowledged in one step, by a Lua
+script (:data:`TAKE`); an idle worker waits for the next one with ``BLMOVE`` of the queue
+onto itself, which leaves it there (Redis 6.2 or later, else kombu's ``BRPOP``).
 
 The same ``AttributeError`` from ``_connparams`` was reported against kombu 3 on another
 path (closing a broadcast channel): https://github.com/celery/kombu/issues/582; putting
@@ -125,18 +133,25 @@ class QoS(kombu_redis.QoS):
 #: Takes the first message of the lists in KEYS[4:] and records it as unacknowledged
 #: (KEYS[1], hash) delivered now (ARGV[1]; KEYS[2], index), in one step: a worker killed
 #: after Redis handed it a message leaves the message in the hash, not nowhere. KEYS[3]
-#: (the channel's take key) keeps the tag for ARGV[2] s, in case the reply is lost.
+#: (the channel's take key) keeps the tag for ARGV[2] s, in case the reply is lost. The
+#: message leaves its list last, so a write Redis refuses (out of memory) takes nothing.
 TAKE = """
 for i = 4, #KEYS do
-    local item = redis.call('RPOP', KEYS[i])
+    local item = redis.call('LINDEX', KEYS[i], -1)
     if item then
-        local properties = cjson.decode(item)['properties']
-        local tag = properties['delivery_tag']
-        local info = properties['delivery_info'] or {}
-        redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'] or '')
-            .. ',' .. cjson.encode(info['routing_key'] or '') .. ']')
-        redis.call('ZADD', KEYS[2], ARGV[1], tag)
-        redis.call('SET', KEYS[3], tag, 'EX', ARGV[2])
+        local ok, message = pcall(cjson.decode, item)
+        local properties = ok and type(message) == 'table' and message['properties']
+        local tag = type(properties) == 'table' and properties['delivery_tag']
+        if type(tag) == 'string' then
+            local info = properties['delivery_info'] or {}
+            redis.call('HSET', KEYS[1], tag, '[' .. item .. ',' .. cjson.encode(info['exchange'])
+                .. ',' .. cjson.encode(info['routing_key']) .. ']')
+            redis.call('ZADD', KEYS[2], ARGV[1], tag)
+            redis.call('SET', KEYS[3], tag, 'EX', ARGV[2])
+        else
+            tag = ''  -- not a kombu message: taken as BRPOP would
+        end
+        redis.call('RPOP', KEYS[i])
         return {KEYS[i], item, tag}
     end
 end
@@ -246,8 +261,10 @@ class Channel(kombu_redis.Channel):
                 if not waited:  # the take may have happened: its reply is lost
                     self.defer({self._take_key: TAKEN})
                 raise
-            except self.ResponseError as exc:  # a Redis before 6.2: no BLMOVE
-                log.warning("Taking messages with BRPOP: %s", exc)
+            except self.ResponseError as exc:
+                if not waited:
+                    raise
+                log.warning("Taking messages with BRPOP: %s", exc)  # Redis < 6.2: no BLMOVE
                 self.atomic_take = False
                 raise Empty() from exc
             if waited or not reply:
@@ -256,7 +273,8 @@ class Channel(kombu_redis.Channel):
             dest, item, tag = (bytes_to_str(part) for part in reply)
             queue = dest.rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            self.recorded[tag] = True
+            if tag:
+                self.recorded[tag] = True
             self.connection._deliver(loads(item), queue)
             return True
         finally:

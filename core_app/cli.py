@@ -280,7 +280,11 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     click.echo(_table(rows))
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
+def _table(
+    rows: list[dict[str, Any]],
+    columns: Sequence[str] = _COLUMNS,
+    empty: str = "No plugins installed.",
+) -> str:
     def cell(row: dict[str, Any], column: str) -> str:
         value = row[column]
         if column == "status" and row["status"] != "loaded":
@@ -291,11 +295,11 @@ def _table(rows: list[dict[str, Any]]) -> str:
             return ", ".join(value) or "-"
         return "-" if value is None else str(value)
 
-    cells = [[cell(row, c) for c in _COLUMNS] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip()]
+    cells = [[cell(row, c) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join(lines) if rows else "No plugins installed."
+    return "\n".join(lines) if rows else empty
 
 
 @plugins_command.command("check")
@@ -435,17 +439,8 @@ def deadletters_list(plugin: str | None, as_json: bool) -> None:
     ]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    elif rows:
-        columns = list(rows[0])
-        widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in columns]
-        for line in [dict(zip(columns, columns, strict=True)), *rows]:
-            click.echo(
-                "  ".join(
-                    str(line[c]).ljust(w) for c, w in zip(columns, widths, strict=True)
-                ).rstrip()
-            )
     else:
-        click.echo("No parked tasks.")
+        click.echo(_table(rows, deadletter.COLUMNS, "No parked tasks."))
 
 
 @deadletters_command.command("requeue")

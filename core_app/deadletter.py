@@ -164,6 +164,10 @@ def requeue(
     return queued
 
 
+#: What ``deadletters list`` shows of each entry (:func:`summary`).
+COLUMNS = ("plugin", "id", "task", "deliveries", "parked_at")
+
+
 def summary(entries: Sequence[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
     """What ``deadletters list`` shows of each entry."""
     return [

@@ -12,7 +12,7 @@ from flask import Flask, abort, request
 from flask.helpers import get_debug_flag
 
 from . import builtins, roles
-from .celery_app import celery_init_app
+from .celery_app import celery_init_app, check_time_limits
 from .cli import init_cli
 from .config import PRODUCTION, instance_path, load_config, plugin_namespace
 from .db import init_db
@@ -66,6 +66,7 @@ def create_app(
     celery_init_app(app, host)
     init_db(app, host)  # tables and migrations per plugin, the outbox (core_app.db)
     host.each(lambda record: apply_task_options(host, record), builtins=False)
+    check_time_limits(app.extensions["celery"])
     host.each(lambda record: _collect_declarations(host, record))
     _configure_beat(app, host)
     init_cli(app, host)

@@ -249,13 +249,13 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     host.each(lambda record: import_task_modules(host, record), builtins=False)
     claim_tasks(celery_app, host, router)
     host.each(lambda record: check_task_names(router, record), builtins=False)
-    _check_time_limits(celery_app)
     return celery_app
 
 
-def _check_time_limits(celery_app: Celery) -> None:
+def check_time_limits(celery_app: Celery) -> None:
     """A task allowed to run longer than ``task_time_limit`` outlives the derived
-    visibility timeout: say so where it is imported (its workers)."""
+    visibility timeout: say so where it is imported (its workers). Called once the
+    plugins' own task options are set (core_app.task_options)."""
     limit = celery_app.conf.task_time_limit
     for name, task in celery_app.tasks.items():
         own = getattr(task, "time_limit", None)

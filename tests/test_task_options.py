@@ -225,3 +225,14 @@ def test_core_app_task_options_time_limit_ends_the_task_on_a_worker(
             assert short_nap.get(timeout=20) == "woke up"
     finally:
         running.stop()
+
+
+def test_core_app_task_options_time_limit_above_task_time_limit_is_flagged(
+    fake_dist, tmp_path, caplog
+):
+    """The visibility timeout is derived from TASK_TIME_LIMIT: a plugin's longer limit
+    would let Redis deliver the task again while it runs, so start-up says so."""
+    plugin, _, _ = _plugin(fake_dist, '{"PLUGIN.nap": {"time_limit": 900}}')
+    create_app(config(tmp_path, [plugin], PLUGIN_ERRORS="raise", TASK_TIME_LIMIT=300))
+    assert f"{plugin}.nap has time_limit=900 s, above TASK_TIME_LIMIT (300 s)" in caplog.text
+    assert f"{plugin}.first has time_limit" not in caplog.text

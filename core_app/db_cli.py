@@ -17,9 +17,9 @@ from .roles import DB, Role
 
 
 def _app(plugin: str | None = None) -> Flask:
-    from .cli import _app_for
+    from .loading import app_for
 
-    return _app_for(Role(DB, None if plugin is None else (plugin,)))
+    return app_for(Role(DB, None if plugin is None else (plugin,)))
 
 
 def _database(app: Flask) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from flask import Flask
+from procs import clean_env
 
 from core_app import create_app, send_task
 from core_app.discovery import rescan
@@ -63,6 +64,19 @@ def smtp_sink(delay: float = 0.0) -> Iterator[tuple[Sink, str]]:
         yield sink, f"smtp://127.0.0.1:{controller.port}"
     finally:
         controller.stop()
+
+
+def email_worker_env(
+    broker_url: str, instance: Path, smtp_url: str, **more: object
+) -> dict[str, str]:
+    """The environment of a notifications worker that mails to ``smtp_url``, retrying fast."""
+    return clean_env(
+        CORE_APP_BROKER_URL=broker_url,
+        CORE_APP_INSTANCE_PATH=str(instance),
+        CORE_APP_NOTIFICATIONS_SMTP_URL=smtp_url,
+        CORE_APP_NOTIFICATIONS_RETRY_DELAY=0.2,
+        **more,
+    )
 
 
 def client_app(broker_url: str, instance: Path) -> Flask:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import Publisher, client_app, smtp_sink
+from faultkit import Publisher, client_app, email_worker_env, smtp_sink
 from procs import REPO, clean_env, run_py, wait_for, worker, write_plugin_dist
 
 from core_app.celery_app import sweep_interval, visibility_timeout
@@ -165,11 +165,10 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
     workers = []
     kills: list[float] = []
     with smtp_sink() as (sink, smtp_url):
-        env = clean_env(
-            CORE_APP_BROKER_URL=redis_server.url,
-            CORE_APP_INSTANCE_PATH=str(tmp_path / "worker"),
-            CORE_APP_NOTIFICATIONS_SMTP_URL=smtp_url,
-            CORE_APP_NOTIFICATIONS_RETRY_DELAY=0.2,
+        env = email_worker_env(
+            redis_server.url,
+            tmp_path / "worker",
+            smtp_url,
             CORE_APP_TASK_TIME_LIMIT=TIME_LIMIT,
             CORE_APP_MAX_COUNTDOWN=COUNTDOWN,
         )

@@ -12,7 +12,7 @@ import json
 import time
 
 import pytest
-from faultkit import Publisher, client_app, smtp_sink
+from faultkit import Publisher, client_app, email_worker_env, smtp_sink
 from procs import clean_env, wait_for, worker
 
 from core_app.servers import RedisServer
@@ -26,12 +26,7 @@ RESTARTS = 3
 def test_a_busy_worker_survives_three_redis_restarts_and_sends_every_email(tmp_path):
     redis_server = RedisServer(tmp_path / "redis").start()
     with smtp_sink() as (sink, smtp_url):
-        env = clean_env(
-            CORE_APP_BROKER_URL=redis_server.url,
-            CORE_APP_INSTANCE_PATH=str(tmp_path / "worker"),
-            CORE_APP_NOTIFICATIONS_SMTP_URL=smtp_url,
-            CORE_APP_NOTIFICATIONS_RETRY_DELAY=0.2,
-        )
+        env = email_worker_env(redis_server.url, tmp_path / "worker", smtp_url)
         proc = worker("notifications", env, tmp_path / "worker.log", "--concurrency", "2")
         publisher = Publisher(client_app(redis_server.url, tmp_path / "client"), EMAILS, 0.005)
         try:

@@ -1,0 +1,82 @@
+"""The API docs page: Swagger UI over the served OpenAPI document, "try it out" on.
+
+The page and its assets are served by the app itself, the assets straight from the
+installed ``flask-swagger-ui`` package: deployments are often offline, so the page names
+no CDN and no other host (Swagger UI's online validator badge is switched off too). Like
+``/plugins``, it is off in production unless ``EXPOSE_API_DOCS`` is set: it answers 404.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import flask_swagger_ui
+from flask import Flask, Response, abort, current_app, send_from_directory, url_for
+from markupsafe import escape
+
+from .config import is_production
+
+#: Swagger UI's distribution files, as the installed package ships them.
+ASSETS = Path(flask_swagger_ui.__file__).with_name("dist")
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>{title}</title>
+  <link rel="stylesheet" href="{assets}/swagger-ui.css">
+  <link rel="stylesheet" href="{assets}/index.css">
+  <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png" sizes="32x32">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{assets}/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle(Object.assign({config}, {{
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout"
+    }}));
+  </script>
+</body>
+</html>
+"""
+
+
+def init_docs_page(app: Flask) -> None:
+    """Serve the page at ``API_DOCS_URL`` and Swagger UI's files below it."""
+    url = app.config.get("API_DOCS_URL", "/docs").rstrip("/")
+    app.add_url_rule(url, "api_docs", _page)
+    app.add_url_rule(f"{url}/<path:filename>", "api_docs_asset", _asset)
+
+
+def docs_exposed(app: Flask) -> bool:
+    """``EXPOSE_API_DOCS``; unset (None) means on except in production."""
+    exposed = app.config.get("EXPOSE_API_DOCS")
+    return not is_production(app) if exposed is None else bool(exposed)
+
+
+def _page() -> Response:
+    if not docs_exposed(current_app):
+        abort(404)
+    config = {
+        "url": current_app.config.get("OPENAPI_URL", "/openapi.json"),
+        "dom_id": "#swagger-ui",
+        "tryItOutEnabled": True,
+        "deepLinking": True,
+        "validatorUrl": None,  # the badge would ask validator.swagger.io
+    }
+    assets = url_for("api_docs_asset", filename="").rstrip("/")
+    html = _PAGE.format(
+        title=escape(f"{current_app.name} API"),
+        assets=escape(assets),
+        # JSON inside <script>: "</" must not end the element early.
+        config=json.dumps(config).replace("</", "<\\/"),
+    )
+    return Response(html, mimetype="text/html")
+
+
+def _asset(filename: str) -> Response:
+    if not docs_exposed(current_app):
+        abort(404)
+    return send_from_directory(ASSETS, filename)

@@ -1,9 +1,11 @@
-"""The API docs page: Swagger UI over the served OpenAPI document, "try it out" on.
+"""The API docs page: Swagger UI over the served OpenAPI document.
 
-The page and its assets are served by the app itself, the assets straight from the
-installed ``flask-swagger-ui`` package: deployments are often offline, so the page names
-no CDN and no other host (Swagger UI's online validator badge is switched off too). Like
-``/plugins``, it is off in production unless ``EXPOSE_API_DOCS`` is set: it answers 404.
+Every operation has "Try it out" (Swagger UI sends the request from the page), so a reader
+can call the API where it is described. The page and its assets are served by the app
+itself, the assets straight from the installed ``flask-swagger-ui`` package: deployments
+are often offline, so the page names no CDN and no other host (Swagger UI's online
+validator badge is switched off too). Like ``/plugins``, it is off in production unless
+``EXPOSE_API_DOCS`` is set: it answers 404.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ def _page() -> Response:
     config = {
         "url": current_app.config.get("OPENAPI_URL", "/openapi.json"),
         "dom_id": "#swagger-ui",
-        "tryItOutEnabled": True,
         "deepLinking": True,
         "validatorUrl": None,  # the badge would ask validator.swagger.io
     }

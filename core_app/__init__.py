@@ -35,6 +35,7 @@ from .errors import (
 from .hookspecs import hookimpl
 from .responses import json_error
 from .roles import Role
+from .schemas import FieldError, invalid, schema
 from .tasks import send_task
 
 __version__ = _version("core-app")
@@ -43,6 +44,7 @@ __all__ = [
     "BrokerUnavailable",
     "ConfigError",
     "CoreAppError",
+    "FieldError",
     "PluginConflictError",
     "PluginDeclarationError",
     "PluginDependencyError",
@@ -55,7 +57,9 @@ __all__ = [
     "__version__",
     "create_app",
     "hookimpl",
+    "invalid",
     "json_error",
     "main",
+    "schema",
     "send_task",
 ]

@@ -16,9 +16,11 @@ from .celery_app import celery_init_app, check_time_limits
 from .cli import init_cli
 from .config import PRODUCTION, instance_path, load_config, plugin_namespace
 from .db import init_db
+from .docs_page import init_docs_page
 from .errors import ConfigError, PluginConflictError, PluginDeclarationError
 from .hostapp import CoreApp
 from .mounting import Mounter
+from .openapi import check_operation_ids
 from .plugins import PluginHost
 from .records import PluginRecord
 from .responses import register_error_handlers
@@ -62,6 +64,7 @@ def create_app(
     host.each(lambda record: _apply_config_defaults(app, host, record), builtins=False)
     register_error_handlers(app)
     if role.mounts_routes:
+        init_docs_page(app)  # host routes, before any plugin may claim their place
         Mounter(app, host).mount_all()
     celery_init_app(app, host)
     init_db(app, host)  # tables and migrations per plugin, the outbox (core_app.db)
@@ -72,6 +75,7 @@ def create_app(
     init_cli(app, host)
     app.sealed = True
     host.each(lambda record: host.call(record, "core_app_ready", app=app))
+    check_operation_ids(app, host)
     _refuse_routes_of_failed_plugins(app, host)
     unregister_inactive_tasks(app, host)
     app.remember_mounted()

@@ -5,7 +5,8 @@ answers 503 ``"unavailable"`` when something the app needs is down (the broker, 
 plugin's check); ``"degraded"`` with 200 when a plugin was skipped in lenient mode but
 every check passes (the other plugins serve, and a 503 would take every process out of
 rotation for one broken plugin); ``"ready"`` with 200 otherwise. ``/plugins`` is the
-plugin report, off in production unless ``EXPOSE_PLUGINS`` is set.
+plugin report, off in production unless ``EXPOSE_PLUGINS`` is set; the OpenAPI document
+(``OPENAPI_URL``, :mod:`core_app.openapi`) is off there unless ``EXPOSE_API_DOCS`` is.
 
 Anonymous callers of a production app learn a status, check names and plugin names,
 nothing more: versions, error texts (which can hold a broker's host and port) and the
@@ -51,6 +52,7 @@ def core_app_blueprint(app: Flask) -> Blueprint:
     blueprint.add_url_rule("/health", view_func=health)
     blueprint.add_url_rule("/ready", view_func=ready)
     blueprint.add_url_rule("/plugins", view_func=plugins)
+    blueprint.add_url_rule(app.config["OPENAPI_URL"], view_func=openapi)
     return blueprint
 
 
@@ -128,3 +130,11 @@ def plugins() -> Response:
         abort(404)
     host = current_app.extensions["core_app"]
     return jsonify([record.as_dict() for record in host.plugins()])
+
+
+def openapi() -> Response:
+    if not current_app.config["EXPOSE_API_DOCS"]:
+        abort(404)
+    from .openapi import openapi_json
+
+    return current_app.response_class(openapi_json(current_app), mimetype="application/json")

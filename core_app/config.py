@@ -17,6 +17,7 @@ from typing import Any
 
 from flask import Flask
 
+from .brokers import is_amqp
 from .errors import ConfigError
 
 ENV_PREFIX = "CORE_APP"
@@ -50,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "PLUGIN_IMPORT_BUDGET": 5.0,
     # Serve GET /plugins (the plugin report); None: on except in production.
     "EXPOSE_PLUGINS": None,
+    # The OpenAPI document and the API docs page (host routes: no plugin may cover them),
+    # served when EXPOSE_API_DOCS is on; None: on except in production (core_app.openapi).
+    "OPENAPI_URL": "/openapi.json",
+    "API_DOCS_URL": "/docs",
+    "EXPOSE_API_DOCS": None,
     # Log every hook call with its plugin, arguments and duration.
     "TRACE_HOOKS": False,
     # Celery: None for both means the embedded broker in the instance folder.
@@ -180,13 +186,20 @@ def _check(app: Flask) -> None:
             f"PLUGIN_ERRORS must be 'raise' or 'skip', not {config['PLUGIN_ERRORS']!r}. "
             "Set CORE_APP_PLUGIN_ERRORS=raise or CORE_APP_PLUGIN_ERRORS=skip."
         )
-    for key in ("EXPOSE_PLUGINS", "EXPOSE_HEALTH_DETAILS"):
+    for key in ("EXPOSE_PLUGINS", "EXPOSE_HEALTH_DETAILS", "EXPOSE_API_DOCS"):
         if config[key] is None:
             config[key] = not is_production(app)
+    for key in ("OPENAPI_URL", "API_DOCS_URL"):
+        _check_host_path(key, config[key])
     for key in ("PLUGIN_URL_PREFIXES", "PLUGIN_QUEUES", "CELERY"):
         if not isinstance(config[key], Mapping):
             raise ConfigError(f"{key} must be a mapping, not {config[key]!r}.")
-    for key in ("ALLOW_EMBEDDED_BROKER", "EXPOSE_HEALTH_DETAILS", "DATABASE_ALLOW_SQLITE"):
+    for key in (
+        "ALLOW_EMBEDDED_BROKER",
+        "EXPOSE_HEALTH_DETAILS",
+        "EXPOSE_API_DOCS",
+        "DATABASE_ALLOW_SQLITE",
+    ):
         if not isinstance(config[key], bool):
             raise ConfigError(
                 f"{key} must be true or false, not {config[key]!r}. "
@@ -199,6 +212,14 @@ def _check(app: Flask) -> None:
         _check_production(app)
     elif not config["SECRET_KEY"]:
         config["SECRET_KEY"] = _DEV_SECRET_KEY
+
+
+def _check_host_path(key: str, path: object) -> None:
+    """A path the host serves itself: absolute, fixed, not the root."""
+    if not isinstance(path, str) or not path.startswith("/") or path.strip("/") == "":
+        raise ConfigError(f"{key} must be a path such as '/openapi.json', not {path!r}.")
+    if "<" in path or ">" in path or "?" in path or "#" in path:
+        raise ConfigError(f"{key} must be a fixed path (no variables or query), not {path!r}.")
 
 
 def _check_production(app: Flask) -> None:
@@ -278,18 +299,28 @@ def _shortest_period(text: str | bytes) -> int:
 
 
 def _check_broker(app: Flask) -> None:
-    """Refuse the embedded file broker in production unless it was chosen on purpose."""
+    """Refuse the embedded file broker in production unless it was chosen on purpose,
+    and RabbitMQ without a result backend (it keeps none that other processes read)."""
     config = app.config
-    if config["BROKER_URL"] or config["CELERY"].get("broker_url"):
+    broker = config["CELERY"].get("broker_url") or config["BROKER_URL"]
+    if is_amqp(broker) and not (config["RESULT_BACKEND"] or config["CELERY"].get("result_backend")):
+        raise ConfigError(
+            "RabbitMQ keeps no task results that another process can read, so production "
+            "needs RESULT_BACKEND beside an amqp:// BROKER_URL: "
+            "CORE_APP_RESULT_BACKEND=redis://host:6379/1 or "
+            "CORE_APP_RESULT_BACKEND=db+postgresql://user@host/db (see docs/operations.md)."
+        )
+    if broker:
         return
     if config["ALLOW_EMBEDDED_BROKER"]:
         return
     raise ConfigError(
         "Production needs a broker: no BROKER_URL is set, so tasks would go to the "
         "embedded file broker in this machine's instance folder, which workers on other "
-        "hosts never see. Point every web, worker and beat process at Redis: "
-        "CORE_APP_BROKER_URL=redis://host:6379/0. To run a one-machine deployment on the "
-        "embedded broker on purpose, set CORE_APP_ALLOW_EMBEDDED_BROKER=true."
+        "hosts never see. Point every web, worker and beat process at Redis or RabbitMQ: "
+        "CORE_APP_BROKER_URL=redis://host:6379/0 (or amqp://user:pass@host:5672/vhost). "
+        "To run a one-machine deployment on the embedded broker on purpose, set "
+        "CORE_APP_ALLOW_EMBEDDED_BROKER=true."
     )
 
 

@@ -1,0 +1,415 @@
+"""One OpenAPI 3.1 document for the host and every active plugin, built from the URL map.
+
+Every rule of the app is attributed to its owner (:mod:`core_app.hostapp`): the host's
+own routes and the app owner's (``run.py``) go under the host's tag, each active
+plugin's under a tag of its own, carrying its distribution's name, version and summary.
+Rules of a plugin that failed after it was mounted stay in the map (they answer 503) and
+are left out. A route without a declaration still appears with its methods and its path
+parameters, typed from their Werkzeug converters; a view declared with
+:func:`core_app.schemas.schema` adds its body, query parameters and responses, whose
+pydantic schemas (JSON Schema 2020-12, as OpenAPI 3.1 takes it) go under
+``components/schemas`` named ``<plugin>.<Model>`` so two plugins' models never collide.
+
+operationIds: a view's endpoint (``shop.create_user``, unique in a Flask app; the method
+is appended when one endpoint serves several), or the ``operation_id`` it declares. A
+declared id that another plugin's operation already uses is refused at start-up
+(:func:`check_operation_ids`), naming both plugins, like any other conflict.
+
+The document is built once per app, on first use, and kept (:func:`openapi_document`):
+building it costs start-up nothing, and every rule is in place by then.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib.metadata import PackageNotFoundError, metadata
+from typing import Any
+
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule, parse_converter_args
+
+from .builtins import BUILTIN_NAME
+from .discovery import HOST_DISTRIBUTION, host_version
+from .errors import PluginConflictError
+from .plugins import PluginHost
+from .records import AUTOMATIC_METHODS
+from .routes import APP, RULE_PART, label
+from .schemas import VALIDATION_STATUS, Declaration, declaration_of
+
+OPENAPI_VERSION = "3.1.0"
+#: Where the document, and its JSON text, are kept in ``app.extensions`` once built.
+EXTENSION = "core_app.openapi"
+JSON_EXTENSION = "core_app.openapi.json"
+#: The tag of the host's own routes and of the app owner's.
+HOST_TAG = BUILTIN_NAME
+_SCHEMAS = "#/components/schemas/"
+_RESPONSES = "#/components/responses/"
+_ERROR = "Error"
+
+#: The JSON error body of every route (core_app.responses.json_error).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "The host's JSON error body, for every error status of every route.",
+    "required": ["error", "message", "status"],
+    "properties": {
+        "error": {"type": "string", "description": "The status's name."},
+        "message": {"type": "string"},
+        "status": {"type": "integer"},
+        "fields": {
+            "type": "object",
+            "description": f"With status {VALIDATION_STATUS}: each failing field's path (the "
+            "location for the whole body or query) and its first message.",
+            "additionalProperties": {"type": "string"},
+        },
+        "errors": {
+            "type": "array",
+            "description": f"With status {VALIDATION_STATUS}: each failure, with its location.",
+            "items": {
+                "type": "object",
+                "required": ["location", "field", "message"],
+                "properties": {
+                    "location": {"type": "string", "enum": ["body", "query"]},
+                    "field": {"type": "string", "description": "Dotted path; '' the whole."},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+#: Error responses shared by the operations, by status.
+_SHARED_ERRORS = {
+    VALIDATION_STATUS: "ValidationFailed",
+    404: "NotFound",
+    500: "InternalServerError",
+}
+
+
+@dataclass(frozen=True, eq=False)  # each operation is its own key (Rules do not hash)
+class Operation:
+    """One method of one URL rule, and who owns it."""
+
+    owner: str
+    rule: Rule
+    method: str
+    declaration: Declaration | None
+    view: Any
+
+
+def openapi_document(app: Flask) -> dict[str, Any]:
+    """The app's document, built on first use and kept for the app's life."""
+    document = app.extensions.get(EXTENSION)
+    if document is None:
+        document = app.extensions[EXTENSION] = build_document(app)
+    return document
+
+
+def openapi_json(app: Flask) -> str:
+    """The document as JSON text (what ``OPENAPI_URL`` serves), made once."""
+    text = app.extensions.get(JSON_EXTENSION)
+    if text is None:
+        text = app.extensions[JSON_EXTENSION] = json.dumps(openapi_document(app), indent=2)
+    return text
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The document as it stands now (see the module docstring)."""
+    host: PluginHost = app.extensions["core_app"]
+    operations = list(active_operations(app, host))
+    ids = operation_ids(operations)
+    models = _model_schemas(operations)
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations:
+        path, parameters = openapi_path(operation.rule)
+        entry = _operation(operation, ids[operation], parameters, models)
+        paths.setdefault(path, {})[operation.method.lower()] = entry
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": f"{app.name} API",
+            "version": host_version(),
+            "description": "Every route of the host and of each active plugin, one tag each.",
+        },
+        "tags": _tags(host, {operation.owner for operation in operations}),
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": {_ERROR: ERROR_SCHEMA, **dict(sorted(models.schemas.items()))},
+            "responses": {name: _error_response(status) for status, name in _SHARED_ERRORS.items()},
+        },
+    }
+
+
+def active_operations(app: Flask, host: PluginHost) -> Iterator[Operation]:
+    """Each method of each rule the host or an active plugin serves, in rule order."""
+    endpoints: dict[str, str] = getattr(getattr(app, "owners", None), "endpoints", {})
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        owner = endpoints.get(rule.endpoint, APP)
+        if owner == APP:
+            owner = HOST_TAG
+        record = host.records.get(owner)
+        if record is None or not record.active:
+            continue
+        view = app.view_functions.get(rule.endpoint)
+        declaration = declaration_of(view)
+        for method in sorted((rule.methods or {"GET"}) - AUTOMATIC_METHODS):
+            yield Operation(owner, rule, method, declaration, view)
+
+
+def operation_ids(operations: list[Operation]) -> dict[Operation, str]:
+    """Each operation's id: its declared one, else its endpoint (with the method when
+    the endpoint serves several operations, and a number when that is not enough)."""
+    per_endpoint = Counter(op.rule.endpoint for op in operations)
+    ids: dict[Operation, str] = {}
+    for op in operations:
+        if op.declaration is not None and op.declaration.operation_id:
+            ids[op] = op.declaration.operation_id
+        elif per_endpoint[op.rule.endpoint] == 1:
+            ids[op] = op.rule.endpoint
+        else:
+            ids[op] = f"{op.rule.endpoint}.{op.method.lower()}"
+    seen: Counter[str] = Counter()
+    for op, name in ids.items():
+        seen[name] += 1
+        if seen[name] > 1:
+            ids[op] = f"{name}.{seen[name]}"
+    return ids
+
+
+def check_operation_ids(app: Flask, host: PluginHost) -> None:
+    """Refuse (as any conflict: strict mode stops start-up, lenient skips the plugin) a
+    plugin that declares an operationId another plugin's operation already has."""
+    operations = list(active_operations(app, host))
+    taken: dict[str, str] = {}
+    declared = []
+    for op in operations:
+        if op.declaration is not None and op.declaration.operation_id:
+            declared.append(op)
+        else:
+            taken.setdefault(op.rule.endpoint, op.owner)
+    for op in declared:
+        assert op.declaration is not None and op.declaration.operation_id is not None
+        name, owner = op.declaration.operation_id, taken.get(op.declaration.operation_id)
+        record = host.records[op.owner]
+        if owner is None or owner == op.owner:
+            taken[name] = op.owner
+        elif record.active and host.records[owner].active:
+            host.fail(
+                record,
+                PluginConflictError(
+                    op.owner,
+                    f"its view {op.rule.endpoint} ({op.method} {op.rule.rule}) declares the "
+                    f"operationId {name!r}, which {label(owner)} already uses.",
+                    "declare another operation_id in @schema(...) (operationIds are unique "
+                    "across every plugin of the API).",
+                    other=label(owner),
+                ),
+            )
+
+
+def openapi_path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
+    """The rule in OpenAPI form (``/users/{user_id}``) and its typed path parameters."""
+    path, parameters = [], []
+    for part in RULE_PART.finditer(rule.rule):
+        if part["static"]:
+            path.append(part["static"])
+            continue
+        args, kwargs = parse_converter_args(part["arguments"] or "")
+        converter = part["converter"] or "default"
+        path.append("{" + part["variable"] + "}")
+        parameters.append(
+            {
+                "name": part["variable"],
+                "in": "path",
+                "required": True,
+                "schema": converter_schema(converter, args, kwargs),
+            }
+        )
+    return "".join(path), parameters
+
+
+def converter_schema(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The JSON schema of what a Werkzeug converter matches."""
+    if name == "int":
+        schema: dict[str, Any] = {"type": "integer"}
+    elif name == "float":
+        schema = {"type": "number"}
+    elif name == "uuid":
+        return {"type": "string", "format": "uuid"}
+    elif name == "any":
+        return {"type": "string", "enum": [str(item) for item in args]}
+    elif name == "path":
+        return {"type": "string", "description": "May contain slashes."}
+    else:  # default, string, and converters of the app's own
+        schema = {"type": "string", "minLength": int(kwargs.get("minlength", 1))}
+        if kwargs.get("maxlength") is not None:
+            schema["maxLength"] = int(kwargs["maxlength"])
+        if kwargs.get("length") is not None:
+            schema["minLength"] = schema["maxLength"] = int(kwargs["length"])
+        return schema
+    if not kwargs.get("signed", False):
+        schema["minimum"] = 0
+    for key, bound in (("min", "minimum"), ("max", "maximum")):
+        if kwargs.get(key) is not None:
+            schema[bound] = kwargs[key]
+    return schema
+
+
+# -- one operation ----------------------------------------------------------------------
+
+
+def _operation(
+    op: Operation,
+    operation_id: str,
+    parameters: list[dict[str, Any]],
+    models: _Models,
+) -> dict[str, Any]:
+    declared = op.declaration or Declaration()
+    doc = (getattr(op.view, "__doc__", None) or "").strip()
+    entry: dict[str, Any] = {"tags": [op.owner], "operationId": operation_id}
+    summary = declared.summary or doc.partition("\n")[0].strip()
+    if summary:
+        entry["summary"] = summary
+    if declared.description:
+        entry["description"] = declared.description
+    if declared.query is not None:
+        parameters = parameters + _query_parameters(models.resolved(declared.query, "validation"))
+    if parameters:
+        entry["parameters"] = parameters
+    if declared.body is not None:
+        entry["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": models.ref(declared.body, "validation")}},
+        }
+    responses: dict[str, Any] = {}
+    for status, model in sorted(declared.responses.items()) or [(200, None)]:
+        responses[str(status)] = _response(status, model, models)
+    if declared.body is not None or declared.query is not None:
+        responses.setdefault(str(VALIDATION_STATUS), _shared(VALIDATION_STATUS))
+    if any(p["in"] == "path" for p in parameters):
+        responses.setdefault("404", _shared(404))
+    responses.setdefault("500", _shared(500))
+    entry["responses"] = responses
+    return entry
+
+
+def _response(status: int, model: type[BaseModel] | None, models: _Models) -> dict[str, Any]:
+    if model is not None:
+        return {
+            "description": _phrase(status),
+            "content": {"application/json": {"schema": models.ref(model, "serialization")}},
+        }
+    if status >= 400:
+        return _shared(status) if status in _SHARED_ERRORS else _error_response(status)
+    return {"description": _phrase(status)}
+
+
+def _shared(status: int) -> dict[str, str]:
+    return {"$ref": _RESPONSES + _SHARED_ERRORS[status]}
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    description = _phrase(status)
+    if status == VALIDATION_STATUS:
+        description += ": the request does not match its schema; fields lists each failure."
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": _SCHEMAS + _ERROR}}},
+    }
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"Status {status}"
+
+
+def _query_parameters(model_schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """One parameter per field of a query model."""
+    required = set(model_schema.get("required", ()))
+    parameters = []
+    for name, schema in model_schema.get("properties", {}).items():
+        parameter = {"name": name, "in": "query", "required": name in required}
+        if "description" in schema:
+            parameter["description"] = schema["description"]
+        parameter["schema"] = schema
+        parameters.append(parameter)
+    return parameters
+
+
+# -- models and tags --------------------------------------------------------------------
+
+
+@dataclass
+class _Models:
+    """Every declared model's schema, under ``<owner>.<Model>``, and each (model, mode)'s
+    component name (``validation`` for requests, ``serialization`` for responses)."""
+
+    schemas: dict[str, Any]
+    names: dict[tuple[type[BaseModel], str], str]
+
+    def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
+        return {"$ref": _SCHEMAS + self.names[(model, mode)]}
+
+    def resolved(self, model: type[BaseModel], mode: str) -> dict[str, Any]:
+        return self.schemas[self.names[(model, mode)]]  # type: ignore[no-any-return]
+
+
+def _model_schemas(operations: list[Operation]) -> _Models:
+    wanted: dict[str, dict[tuple[type[BaseModel], str], None]] = {}
+    for op in operations:
+        if op.declaration is None:
+            continue
+        models = wanted.setdefault(op.owner, {})
+        for model in (op.declaration.body, op.declaration.query):
+            if model is not None:
+                models[(model, "validation")] = None
+        for model in op.declaration.responses.values():
+            if model is not None:
+                models[(model, "serialization")] = None
+    found = _Models({}, {})
+    for owner, models in wanted.items():
+        template = f"{_SCHEMAS}{owner}.{{model}}"
+        refs, defs = models_json_schema(list(models), ref_template=template)  # type: ignore[arg-type]
+        for name, definition in defs.get("$defs", {}).items():
+            found.schemas[f"{owner}.{name}"] = definition
+        for (declared, mode), ref in refs.items():
+            assert issubclass(declared, BaseModel)  # schema() takes models only
+            found.names[(declared, mode)] = ref["$ref"].removeprefix(_SCHEMAS)
+    return found
+
+
+def _tags(host: PluginHost, owners: set[str]) -> list[dict[str, Any]]:
+    """The host's tag, then one per active plugin, with its distribution's metadata."""
+    tags = []
+    for record in sorted(host.active(), key=lambda r: (not r.builtin, r.name)):
+        if not record.builtin and record.name not in owners and not record.routes:
+            continue
+        distribution = HOST_DISTRIBUTION if record.builtin else record.distribution
+        summary = _summary(distribution) or f"The {record.name} plugin."
+        if record.builtin:
+            summary = "The host's own routes (and the app's, from run.py). " + summary
+        origin = f"{distribution} {record.version}" if distribution else "no distribution"
+        tags.append(
+            {
+                "name": record.name,
+                "description": f"{summary}\n\nDistribution: {origin}.",
+                "x-distribution": distribution,
+                "x-version": record.version,
+            }
+        )
+    return tags
+
+
+def _summary(distribution: str | None) -> str | None:
+    if distribution is None:
+        return None
+    try:
+        return metadata(distribution)["Summary"]
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,182 @@
+"""Schemas declared next to a view: they validate its request and describe it.
+
+``@schema(body=Model, query=Model, responses={201: Model, 404: None})`` on a plain Flask
+view (under its blueprint's ``@blueprint.post(...)``) does two things with one
+declaration:
+
+- before the view runs, the JSON body and the query string are validated with pydantic;
+  the view receives the validated models as keyword arguments ``body=`` and ``query=``,
+  and a request that does not match answers **400** with the host's JSON error body,
+  ``fields`` listing each failure (``location``, ``field`` path, ``message``), without
+  running the view;
+- the OpenAPI document (:mod:`core_app.openapi`) reads the declaration from the view.
+
+Everything costly (pydantic's validators, the JSON schemas) is built when the module is
+imported; a request costs the validation itself and a few attribute lookups.
+Validators may read the app's configuration from ``info.context["config"]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from flask import Response, current_app, request
+from pydantic import BaseModel, ValidationError
+
+from .responses import json_error
+
+#: The one status of a request that does not match its declared schema, for every plugin.
+VALIDATION_STATUS = 400
+#: Where the declaration is kept on the view function.
+DECLARATION = "__core_app_schema__"
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What a view declared about its requests and responses."""
+
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    #: Status code -> response model (None: no body, or the host's error body for >= 400).
+    responses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
+    #: An explicit operationId; unique across every plugin (checked at start-up).
+    operation_id: str | None = None
+    summary: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing field: where (``body``, ``query``), its path, and why."""
+
+    location: str
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"location": self.location, "field": self.field, "message": self.message}
+
+
+#: A declared body that is missing, not JSON, or JSON but not an object.
+NOT_AN_OBJECT = FieldError("body", "", "required: a JSON object (Content-Type: application/json)")
+
+
+def schema(
+    *,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    responses: Mapping[int, type[BaseModel] | None] | None = None,
+    operation_id: str | None = None,
+    summary: str | None = None,
+    description: str | None = None,
+) -> Callable[[View], View]:
+    """Declare a view's request body, query string and responses (see the module doc).
+
+    Put it under the route decorator: ``@blueprint.post("/users")`` then ``@schema(...)``.
+    ``summary`` and ``description`` default to the view docstring's first line and rest.
+    """
+    for name, model in (("body", body), ("query", query), *_responses(responses or {})):
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise TypeError(
+                f"schema({name}=...) takes a pydantic BaseModel subclass, not {model!r}"
+            )
+
+    def decorate(view: View) -> View:
+        doc = (view.__doc__ or "").strip().partition("\n")
+        declaration = Declaration(
+            body,
+            query,
+            dict(responses or {}),
+            operation_id,
+            summary or doc[0].strip() or None,
+            description or doc[2].strip() or None,
+        )
+        validate_body = body.__pydantic_validator__.validate_python if body else None
+        validate_query = query.__pydantic_validator__.validate_python if query else None
+
+        @functools.wraps(view)
+        def validated(*args: Any, **kwargs: Any) -> Any:
+            errors: list[FieldError] = []
+            context = {"config": current_app.config}
+            if validate_query is not None:
+                try:
+                    kwargs["query"] = validate_query(_query_dict(), context=context)
+                except ValidationError as exc:
+                    errors += field_errors("query", exc)
+            if validate_body is not None:
+                data = _json_body()
+                if not isinstance(data, dict):
+                    errors.append(NOT_AN_OBJECT)
+                else:
+                    try:
+                        kwargs["body"] = validate_body(data, context=context)
+                    except ValidationError as exc:
+                        errors += field_errors("body", exc)
+            if errors:
+                return invalid(errors)
+            return view(*args, **kwargs)
+
+        setattr(validated, DECLARATION, declaration)
+        return validated  # type: ignore[return-value]
+
+    return decorate
+
+
+def declaration_of(view: Callable[..., Any] | None) -> Declaration | None:
+    """The declaration made with :func:`schema` on ``view``, if any."""
+    found = getattr(view, DECLARATION, None)
+    return found if isinstance(found, Declaration) else None
+
+
+def invalid(errors: Iterable[FieldError]) -> Response:
+    """The host's 400 answer naming each failing field; for a view's own checks too
+    (``invalid([FieldError("body", "email", "already registered")])``).
+
+    ``errors`` lists each failure with its location; ``fields`` maps each field path
+    (the location for the whole body or query) to its first message: the short form.
+    """
+    errors = list(errors)
+    fields: dict[str, str] = {}
+    for error in errors:
+        fields.setdefault(error.field or error.location, error.message)
+    summary = "; ".join(f"{name}: {message}" for name, message in fields.items())
+    return json_error(
+        VALIDATION_STATUS,
+        "Bad Request",
+        f"The request is invalid: {summary}",
+        fields=fields,
+        errors=[error.as_dict() for error in errors],
+    )
+
+
+def field_errors(location: str, exc: ValidationError) -> list[FieldError]:
+    """pydantic's errors as :class:`FieldError` (the input values are left out: they
+    may be long, or secret)."""
+    return [
+        FieldError(location, ".".join(str(part) for part in error["loc"]), error["msg"])
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _json_body() -> Any:
+    """The parsed JSON body; None when the request has none (the model then says what
+    it expected). Malformed, too deep or non-text JSON answers 400 here (wrappers.py)."""
+    if not request.is_json:
+        return None
+    return request.get_json()
+
+
+def _query_dict() -> dict[str, str | list[str]]:
+    """The query string, a repeated parameter as a list of its values."""
+    return {
+        name: values[0] if len(values) == 1 else values for name, values in request.args.lists()
+    }
+
+
+def _responses(responses: Mapping[int, Any]) -> list[tuple[str, Any]]:
+    return [(f"responses[{status}]", model) for status, model in responses.items()]

@@ -14,10 +14,8 @@ import json
 from pathlib import Path
 
 import flask_swagger_ui
-from flask import Flask, Response, abort, current_app, send_from_directory, url_for
+from flask import Flask, Response, abort, current_app, request, send_from_directory, url_for
 from markupsafe import escape
-
-from .config import is_production
 
 #: Swagger UI's distribution files, as the installed package ships them.
 ASSETS = Path(flask_swagger_ui.__file__).with_name("dist")
@@ -47,22 +45,16 @@ _PAGE = """<!DOCTYPE html>
 
 def init_docs_page(app: Flask) -> None:
     """Serve the page at ``API_DOCS_URL`` and Swagger UI's files below it."""
-    url = app.config.get("API_DOCS_URL", "/docs").rstrip("/")
+    url = app.config["API_DOCS_URL"].rstrip("/")
     app.add_url_rule(url, "api_docs", _page)
     app.add_url_rule(f"{url}/<path:filename>", "api_docs_asset", _asset)
 
 
-def docs_exposed(app: Flask) -> bool:
-    """``EXPOSE_API_DOCS``; unset (None) means on except in production."""
-    exposed = app.config.get("EXPOSE_API_DOCS")
-    return not is_production(app) if exposed is None else bool(exposed)
-
-
 def _page() -> Response:
-    if not docs_exposed(current_app):
+    if not current_app.config["EXPOSE_API_DOCS"]:
         abort(404)
     config = {
-        "url": current_app.config.get("OPENAPI_URL", "/openapi.json"),
+        "url": request.script_root + current_app.config["OPENAPI_URL"],  # behind a prefix too
         "dom_id": "#swagger-ui",
         "deepLinking": True,
         "validatorUrl": None,  # the badge would ask validator.swagger.io
@@ -78,6 +70,6 @@ def _page() -> Response:
 
 
 def _asset(filename: str) -> Response:
-    if not docs_exposed(current_app):
+    if not current_app.config["EXPOSE_API_DOCS"]:
         abort(404)
     return send_from_directory(ASSETS, filename)

@@ -279,30 +279,22 @@ def write_distribution(
     version: str = "1.0.0",
     requires: Sequence[str] = ("core-app<2,>=1.0",),
 ) -> None:
-    """Write a package and its ``*.dist-info`` into ``site``, as pip would leave them.
+    """Write a package and its ``*.dist-info`` into ``site``, as pip would leave them
+    (:func:`core_app.testing.write_plugin_dist`).
 
     ``files`` maps paths inside the package to their source; ``entry_points`` maps
     names of the ``core_app.plugins`` group to their targets.
     """
-    root = site / package
-    for relative, source in files.items():
-        target = root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(source)
-    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True, exist_ok=True)
-    metadata = [
-        "Metadata-Version: 2.1",
-        f"Name: {distribution}",
-        f"Version: {version}",
-        *(f"Requires-Dist: {req}" for req in requires),
-    ]
-    (info / "METADATA").write_text("\n".join(metadata) + "\n")
-    lines = ["[core_app.plugins]", *(f"{k} = {v}" for k, v in entry_points.items())]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    (info / "top_level.txt").write_text(package + "\n")
-    (info / "INSTALLER").write_text("benchmarks\n")
-    (info / "RECORD").write_text("")
+    from core_app.testing import write_plugin_dist
+
+    write_plugin_dist(
+        site,
+        distribution,
+        plugins=entry_points,
+        files={f"{package}/{path}": source for path, source in files.items()},
+        version=version,
+        requires=requires,
+    )
 
 
 def make_venv(path: Path) -> tuple[str, Path]:

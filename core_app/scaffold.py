@@ -206,13 +206,13 @@ def core_app_plugins():
     return ["$name"]
 
 
-def test_home(client):
-    response = client.get("/api/$name/home")
+def test_home(core_app_client):
+    response = core_app_client.get("/api/$name/home")
     assert response.status_code == 200
     assert response.get_json()["message"] == "Hello from $name"
 
 
-def test_echo_task_runs_on_a_real_worker(redis_app, celery_worker):
+def test_echo_task_runs_on_a_real_worker(redis_app, core_app_worker):
     with redis_app.app_context():
         result = send_task("$name.echo", args=["ping"])
         assert result.get(timeout=30) == "ping"

@@ -1,4 +1,9 @@
-"""Shared fixtures of the host's tests; fake distributions live in tests/fakes.py."""
+"""Shared fixtures of the host's tests; fake distributions live in tests/fakes.py.
+
+``app``, ``client`` and ``runner`` are the Flask tutorial's names for the shipped
+``core_app_app``, ``core_app_client`` and ``core_app_runner`` (core_app.testing): this
+suite runs without pytest-flask, so the short names are free here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
 
 from core_app.discovery import rescan
 
@@ -40,3 +47,18 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Calla
         if filename.startswith(str(root)):
             del sys.modules[module_name]
     rescan()
+
+
+@pytest.fixture
+def app(core_app_app: Flask) -> Flask:
+    return core_app_app
+
+
+@pytest.fixture
+def client(core_app_client: FlaskClient) -> FlaskClient:
+    return core_app_client
+
+
+@pytest.fixture
+def runner(core_app_runner: FlaskCliRunner) -> FlaskCliRunner:
+    return core_app_runner

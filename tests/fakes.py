@@ -1,8 +1,9 @@
 """Fake installed plugin distributions, and the checks every plugin refusal must pass.
 
-A fake distribution is what pip would leave behind, minus pip: a ``*.dist-info``
-directory (``METADATA`` and ``entry_points.txt``) beside the plugin's module, in a
-folder of its own that the ``fake_dist`` fixture (conftest.py) puts on ``sys.path``.
+A fake distribution is what pip would leave behind, minus pip (written by
+:func:`core_app.testing.write_plugin_dist`): a ``*.dist-info`` directory beside the
+plugin's module, in a folder of its own that the ``fake_dist`` fixture (conftest.py)
+puts on ``sys.path``.
 ``importlib_metadata`` finds it exactly as it finds a real installation, so
 ``core_app.discovery.installed_plugins()`` sees it after ``rescan()``.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+
+from core_app.testing import clean_env, write_plugin_dist
 
 _serial = itertools.count(1)
 
@@ -72,25 +74,17 @@ def make_plugin_dist(
     dist_name = dist_name or f"core-app-fake-{slug.replace('_', '-')}-{serial}"
     module = module or f"fake_{slug}_{serial}"
     target = (target or module).replace("{module}", module)
-    folder = root / f"{dist_name}-{version}-{serial}"
-    dist_info = folder / f"{re.sub(r'[-_.]+', '_', dist_name)}-{version}.dist-info"
-    dist_info.mkdir(parents=True)
     if isinstance(requires, str):
         requires = [requires]
     requires = tuple(requires or ())
-    metadata = [
-        "Metadata-Version: 2.1",
-        f"Name: {dist_name}",
-        f"Version: {version}",
-        *(f"Requires-Dist: {line}" for line in requires),
-    ]
-    (dist_info / "METADATA").write_text("\n".join(metadata) + "\n")
-    (dist_info / "entry_points.txt").write_text(f"[core_app.plugins]\n{name} = {target}\n")
-    (folder / f"{module}.py").write_text(textwrap.dedent(module_source))
-    for relative, source in (files or {}).items():
-        path = folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source))
+    folder = write_plugin_dist(
+        root / f"{dist_name}-{version}-{serial}",
+        dist_name,
+        plugins={name: target},
+        files={f"{module}.py": module_source, **(files or {})},
+        version=version,
+        requires=requires,
+    )
     return FakeDist(name, dist_name, version, module, folder, target, requires)
 
 
@@ -141,16 +135,7 @@ def never_import_source(marker: Path) -> str:
 def subprocess_env(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
     """The environment for a ``python run.py`` subprocess: no inherited core_app setting,
     an instance folder in ``tmp_path``, fake distributions in ``paths`` on PYTHONPATH."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
-    }
-    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)
-    env.update(settings)
-    return env
+    return clean_env(paths, CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"), **settings)
 
 
 def config(tmp_path: Path, plugins: Iterable[str] | None, **extra: Any) -> dict[str, Any]:

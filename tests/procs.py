@@ -1,29 +1,25 @@
-"""Real processes for the Celery tests: ``python run.py ...`` started as users start it.
+"""Real processes for the host's tests: ``python run.py ...`` started as users start it.
 
-Every process runs from the repository root (``cwd``), in a session of its own so that
-the test can end it and everything it started (prefork children, the embedded worker)
-by its process group id, and writes its output to a log file the test can show when
-something goes wrong.
+Built on :mod:`core_app.testing` (``Process``, ``clean_env``, ``write_plugin_dist``):
+every process runs from the repository root, in a session of its own so that the test
+can end it and everything it started (prefork children, the embedded worker) by its
+process group id, and writes its output to a log file the test can show.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import signal
-import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
-import pytest
 import requests
 
-from core_app.testing import free_port, wait_until
+import core_app.testing
+from core_app.testing import Process, free_port, wait_until
+from core_app.testing import clean_env as clean_env  # re-exported: the tests' one builder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,98 +28,20 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 
 
-def clean_env(**settings: object) -> dict[str, str]:
-    """The test's environment without any ``CORE_APP_``/``FLASK_`` setting, plus ``settings``.
-
-    Values that are not strings are passed as JSON, the way ``from_prefixed_env`` reads them.
-    """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_"))
-    }
-    for key, value in settings.items():
-        env[key] = value if isinstance(value, str) else json.dumps(value)
-    return env
-
-
-class Proc:
-    """One command, its log file, and its process group."""
+class Proc(Process):
+    """A :class:`core_app.testing.Process` run from the repository root, with the
+    start-up budget of a loaded machine."""
 
     def __init__(self, command: Sequence[str], env: Mapping[str, str], log: Path) -> None:
-        self.command = list(command)
-        self.env = dict(env)
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self._offset = 0
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+        super().__init__(command, env, log, cwd=REPO)
 
     def start(
         self, ready: str | Callable[[], object] | None = None, timeout: float = START_TIMEOUT
-    ) -> Proc:
-        """Start the command; wait until ``ready`` appears in its new output (or returns
-        something truthy), failing the test with the log if the process exits first."""
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        self._offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.command,
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        if ready is not None:
-            check = (lambda: ready in self.output()) if isinstance(ready, str) else ready
-            wait_until(lambda: self.exited() or check(), timeout=timeout, interval=0.1)
-            if self.exited():
-                pytest.fail(f"{self} exited with {self.process.returncode}:\n{self.tail()}")
-        return self
-
-    def output(self) -> str:
-        """What the process wrote since its (last) start."""
-        if not self.log.exists():
-            return ""
-        return self.log.read_bytes()[self._offset :].decode(errors="replace")
-
-    def tail(self, lines: int = 60) -> str:
-        return "\n".join(self.output().splitlines()[-lines:])
-
-    def exited(self) -> bool:
-        return self.process is not None and self.process.poll() is not None
+    ) -> Self:
+        return super().start(ready, timeout)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
-        """Signal the process, wait for it, then end whatever is left of its group."""
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-                pytest.fail(f"{self} ignored signal {sig} for {timeout}s:\n{self.tail()}")
-        self.kill_group()
-        return self.process.returncode
-
-    def kill_group(self) -> None:
-        """SIGKILL every process left in this process's group (its session)."""
-        if self.process is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(timeout=5)
-
-    def __str__(self) -> str:
-        return " ".join(self.command)
+        return super().stop(sig, timeout)
 
 
 def run_py(*args: str) -> list[str]:
@@ -221,22 +139,10 @@ def running(pid: int) -> bool:
 
 
 def write_plugin_dist(root: Path, name: str, files: Mapping[str, str]) -> Path:
-    """An installed-looking plugin distribution in ``root`` (put it on PYTHONPATH).
-
-    ``files`` maps paths inside the package ``name`` to their source. The ``dist-info``
-    folder is what pip would leave: ``importlib_metadata`` finds the entry point there.
-    """
-    package = root / name
-    package.mkdir(parents=True, exist_ok=True)
-    for relative, source in {"__init__.py": "", **files}.items():
-        (package / relative).write_text(textwrap.dedent(source))
-    info = root / f"{name}-1.0.dist-info"
-    info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\nRequires-Dist: core-app>=1.0,<2\n"
-    )
-    (info / "entry_points.txt").write_text(f"[core_app.plugins]\n{name} = {name}\n")
-    return root
+    """A plugin distribution ``name`` 1.0 whose package ``name`` holds ``files`` (paths
+    inside the package), written into ``root``; put ``root`` on PYTHONPATH."""
+    package = {f"{name}/{path}": source for path, source in {"__init__.py": "", **files}.items()}
+    return core_app.testing.write_plugin_dist(root, name, plugins={name: name}, files=package)
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> Any:

@@ -86,23 +86,23 @@ def core_app_plugins():
 
 
 @pytest.mark.parametrize("subject", SUBJECT_INJECTIONS.values(), ids=SUBJECT_INJECTIONS)
-def test_the_api_refuses_a_subject_that_could_become_a_header(client, subject):
-    response = post(client, subject=subject)
+def test_the_api_refuses_a_subject_that_could_become_a_header(core_app_client, subject):
+    response = post(core_app_client, subject=subject)
     assert response.status_code == 400, response.json
     assert set(response.json["fields"]) == {"subject"}
     assert response.json["error"] == "Bad Request" and response.json["status"] == 400
 
 
 @pytest.mark.parametrize("to", TO_INJECTIONS.values(), ids=TO_INJECTIONS)
-def test_the_api_refuses_anything_but_one_mailbox(client, to):
-    response = post(client, to=to)
+def test_the_api_refuses_anything_but_one_mailbox(core_app_client, to):
+    response = post(core_app_client, to=to)
     assert response.status_code == 400, response.json
     assert set(response.json["fields"]) == {"to"}
 
 
 @pytest.mark.parametrize("body", BODY_INJECTIONS.values(), ids=BODY_INJECTIONS)
-def test_the_api_refuses_control_characters_in_the_body(client, body):
-    response = post(client, body=body)
+def test_the_api_refuses_control_characters_in_the_body(core_app_client, body):
+    response = post(core_app_client, body=body)
     assert response.status_code == 400, response.json
     assert set(response.json["fields"]) == {"body"}
 
@@ -116,13 +116,13 @@ def test_the_api_refuses_control_characters_in_the_body(client, body):
         ("ada@exämple.org", "ada@xn--exmple-cua.org"),
     ],
 )
-def test_one_mailbox_is_accepted_in_its_ascii_form(app, client, to, sent_to):
-    response = post(client, to=to, body="Line one\r\nLine two\n\ttabbed")
+def test_one_mailbox_is_accepted_in_its_ascii_form(core_app_app, core_app_client, to, sent_to):
+    response = post(core_app_client, to=to, body="Line one\r\nLine two\n\ttabbed")
     assert response.status_code == 202, response.json
-    with app.app_context():  # what the worker would do with it
+    with core_app_app.app_context():  # what the worker would do with it
         result = send_email.apply(kwargs={**EMAIL, "to": to})
     assert result.successful(), result.result
-    outbox = Path(app.instance_path) / app.config["NOTIFICATIONS_OUTBOX"]
+    outbox = Path(core_app_app.instance_path) / core_app_app.config["NOTIFICATIONS_OUTBOX"]
     message = message_from_bytes((outbox / result.result["file"]).read_bytes())
     assert message["To"] == sent_to
 
@@ -194,7 +194,7 @@ def test_an_accepted_email_reaches_the_server_with_exactly_our_headers(make_app,
     assert message.get_content().replace("\r\n", "\n") == "Hi.\n.\nBye.\n"
 
 
-def test_the_serialised_headers_are_checked_whatever_the_interpreter_does(app):
+def test_the_serialised_headers_are_checked_whatever_the_interpreter_does(core_app_app):
     """Python < 3.11.10 writes a decoded encoded word's CR/LF as raw header lines
     (CVE-2024-6923); later versions refuse to serialise it. Either way, nothing with a
     header we did not set gets out: check_headers refuses such bytes."""

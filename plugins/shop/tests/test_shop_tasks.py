@@ -1,4 +1,4 @@
-"""The shop's tasks, run by a real worker (core_app's ``celery_worker`` fixture)."""
+"""The shop's tasks, run by a real worker (core_app's ``core_app_worker`` fixture)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def core_app_plugins():
     return ["shop", "notifications"]
 
 
-def test_daily_sales_summary_totals_the_purchases(redis_app, celery_worker):
+def test_daily_sales_summary_totals_the_purchases(redis_app, core_app_worker):
     client = redis_app.test_client()
     user = client.post("/api/shop/users", json={"name": "Ada", "email": "ada@example.com"})
     assert user.status_code == 201
@@ -46,7 +46,7 @@ def test_daily_sales_summary_totals_the_purchases(redis_app, celery_worker):
         assert sent["to"] == "ada@example.com"
 
 
-def test_the_summary_of_a_quiet_day_is_zero(redis_app, celery_worker):
+def test_the_summary_of_a_quiet_day_is_zero(redis_app, core_app_worker):
     with redis_app.app_context():
         summary = send_task("shop.daily_sales_summary", ignore_result=False)
     assert summary.get(timeout=20) == {"hours": 24, "purchases": 0, "total_cents": 0}

@@ -27,11 +27,13 @@ def core_app_plugins():
         "\nAnn",
     ],
 )
-def test_a_name_with_line_breaks_control_characters_or_encoded_words_is_refused(client, name):
-    response = client.post("/api/shop/users", json={**USER, "name": name})
+def test_a_name_with_line_breaks_control_characters_or_encoded_words_is_refused(
+    core_app_client, name
+):
+    response = core_app_client.post("/api/shop/users", json={**USER, "name": name})
     assert response.status_code == 400, response.json
     assert set(response.json["fields"]) == {"name"}
-    assert client.get("/api/shop/users").json == {"users": []}
+    assert core_app_client.get("/api/shop/users").json == {"users": []}
 
 
 @pytest.mark.parametrize(
@@ -52,26 +54,26 @@ def test_a_name_with_line_breaks_control_characters_or_encoded_words_is_refused(
         "ann@example.org\x00",
     ],
 )
-def test_an_email_that_is_not_one_plain_address_is_refused(client, email):
-    response = client.post("/api/shop/users", json={**USER, "email": email})
+def test_an_email_that_is_not_one_plain_address_is_refused(core_app_client, email):
+    response = core_app_client.post("/api/shop/users", json={**USER, "email": email})
     assert response.status_code == 400, response.json
     assert set(response.json["fields"]) == {"email"}
-    assert client.get("/api/shop/users").json == {"users": []}
+    assert core_app_client.get("/api/shop/users").json == {"users": []}
 
 
 @pytest.mark.parametrize("email", ["ann@example.org", "Ann.O+shop@exämple.org", "a_b-c@x.example"])
-def test_plain_addresses_are_stored(client, email):
-    response = client.post("/api/shop/users", json={**USER, "email": email})
+def test_plain_addresses_are_stored(core_app_client, email):
+    response = core_app_client.post("/api/shop/users", json={**USER, "email": email})
     assert response.status_code == 201, response.json
     assert response.json["email"] == email
 
 
-def test_an_item_with_a_line_break_is_refused(client):
-    user = client.post("/api/shop/users", json=USER).json
-    response = client.post(
+def test_an_item_with_a_line_break_is_refused(core_app_client):
+    user = core_app_client.post("/api/shop/users", json=USER).json
+    response = core_app_client.post(
         "/api/shop/purchases",
         json={"user_id": user["id"], "item": "tea\r\nBcc: x", "quantity": 1, "price_cents": 1},
     )
     assert response.status_code == 400
     assert set(response.json["fields"]) == {"item"}
-    assert client.get("/api/shop/purchases").json == {"purchases": []}
+    assert core_app_client.get("/api/shop/purchases").json == {"purchases": []}

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.exceptions import BadRequest
 
 from .responses import json_error
 
@@ -62,8 +63,8 @@ class FieldError:
         return {"location": self.location, "field": self.field, "message": self.message}
 
 
-#: A declared body that is missing, not JSON, or JSON but not an object.
-NOT_AN_OBJECT = FieldError("body", "", "required: a JSON object (Content-Type: application/json)")
+#: What a declared body must be, said when it is missing, not JSON, or not an object.
+JSON_OBJECT = "required: a JSON object (Content-Type: application/json)"
 
 
 def schema(
@@ -110,8 +111,8 @@ def schema(
                     errors += field_errors("query", exc)
             if validate_body is not None:
                 data = _json_body()
-                if not isinstance(data, dict):
-                    errors.append(NOT_AN_OBJECT)
+                if isinstance(data, FieldError):
+                    errors.append(data)
                 else:
                     try:
                         kwargs["body"] = validate_body(data, context=context)
@@ -163,12 +164,19 @@ def field_errors(location: str, exc: ValidationError) -> list[FieldError]:
     ]
 
 
-def _json_body() -> Any:
-    """The parsed JSON body; None when the request has none (the model then says what
-    it expected). Malformed, too deep or non-text JSON answers 400 here (wrappers.py)."""
-    if not request.is_json:
-        return None
-    return request.get_json()
+def _json_body() -> dict[str, Any] | FieldError:
+    """The JSON object in the body, or why there is none. Malformed JSON, and JSON that
+    the host refuses (too deep, not text: wrappers.py), say so in the error."""
+    if request.is_json:
+        try:
+            data = request.get_json()
+        except BadRequest as exc:
+            generic = exc.description == BadRequest.description  # Flask hides the cause
+            why = "not valid JSON" if generic else exc.description
+            return FieldError("body", "", f"{why}; {JSON_OBJECT}")
+        if isinstance(data, dict):
+            return data
+    return FieldError("body", "", JSON_OBJECT)
 
 
 def _query_dict() -> dict[str, str | list[str]]:

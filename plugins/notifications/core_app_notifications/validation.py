@@ -1,8 +1,10 @@
 """What the notifications plugin accepts: one mailbox, header-safe text, allowed recipients.
 
-Everything here runs twice: in the view, to answer 400 naming the field, and in the task,
-which other plugins call by name (``notifications.send_email``) past the view. Nothing
-that fails these checks reaches a message, let alone an SMTP server.
+:class:`EmailIn` holds every rule, once. It runs twice: in the view, declared with
+``@core_app.schema`` (400 naming each field, and the API document), and in the task
+through :func:`check_email`, because other plugins call the task by name
+(``notifications.send_email``) past the view. Nothing that fails these checks reaches a
+message, let alone an SMTP server.
 
 - ``to``: exactly one address, checked by email-validator for syntax only (no DNS). A
   display name, a comma list, quoting, an IP literal, control or invisible characters are
@@ -25,9 +27,11 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from .constants import MAX_ADDRESS_LENGTH, MAX_BODY_LENGTH, MAX_SUBJECT_LENGTH
 
@@ -84,32 +88,74 @@ def mailbox(value: str) -> str:
     return str(checked.ascii_email)
 
 
-def check_email(to: Any, subject: Any, body: Any, config: Mapping[str, Any]) -> dict[str, str]:
-    """The email with ``to`` in its ASCII form; raises :class:`InvalidEmail`.
+def _recipient(value: str, info: ValidationInfo) -> str:
+    """One mailbox, in ASCII form, that the recipient policy allows (the app's config
+    comes in the validation context, as ``@core_app.schema`` and :func:`check_email`
+    give it)."""
+    try:
+        address = mailbox(value)
+    except ValueError as exc:
+        raise PydanticCustomError("mailbox", str(exc)) from None
+    if not recipient_allowed(address, info.context["config"]):
+        raise PydanticCustomError(
+            "recipient", f"not an allowed recipient (see {ALLOWED_RECIPIENTS})"
+        )
+    return address
 
-    ``config`` is the app's config (for the recipient policy).
-    """
-    errors: dict[str, str] = {}
-    fields = {"to": (to, MAX_ADDRESS_LENGTH), "subject": (subject, MAX_SUBJECT_LENGTH)}
-    fields["body"] = (body, MAX_BODY_LENGTH)
-    for field, (value, limit) in fields.items():
-        if not isinstance(value, str) or len(value) > limit:
-            errors[field] = f"required, a string of at most {limit} characters"
-    if isinstance(to, str) and "to" not in errors:
-        try:
-            to = mailbox(to)
-        except ValueError as exc:
-            errors["to"] = str(exc)
-        else:
-            if not recipient_allowed(to, config):
-                errors["to"] = f"not an allowed recipient (see {ALLOWED_RECIPIENTS})"
-    if "subject" not in errors and (why := header_text_error(subject)):
-        errors["subject"] = why
-    if "body" not in errors and (why := body_error(body)):
-        errors["body"] = why
-    if errors:
-        raise InvalidEmail(errors)
-    return {"to": to, "subject": subject, "body": body}
+
+def _header_text(value: str) -> str:
+    if why := header_text_error(value):
+        raise PydanticCustomError("header_text", why)
+    return value
+
+
+def _body_text(value: str) -> str:
+    if why := body_error(value):
+        raise PydanticCustomError("body_text", why)
+    return value
+
+
+class EmailIn(BaseModel):
+    """One email to send."""
+
+    to: Annotated[
+        str,
+        Field(strict=True, max_length=MAX_ADDRESS_LENGTH, description="One plain address."),
+        AfterValidator(_recipient),
+    ]
+    subject: Annotated[
+        str,
+        Field(
+            strict=True,
+            max_length=MAX_SUBJECT_LENGTH,
+            description="One line: no control characters, no RFC 2047 encoded word.",
+        ),
+        AfterValidator(_header_text),
+    ]
+    body: Annotated[
+        str,
+        Field(
+            strict=True,
+            max_length=MAX_BODY_LENGTH,
+            description="Text; no control characters but tab and line ends.",
+        ),
+        AfterValidator(_body_text),
+    ]
+
+
+def check_email(to: Any, subject: Any, body: Any, config: Mapping[str, Any]) -> dict[str, str]:
+    """The email with ``to`` in its ASCII form, checked by :class:`EmailIn`; raises
+    :class:`InvalidEmail`. ``config`` is the app's config (for the recipient policy)."""
+    try:
+        email = EmailIn.model_validate(
+            {"to": to, "subject": subject, "body": body}, context={"config": config}
+        )
+    except ValidationError as exc:
+        errors: dict[str, str] = {}
+        for error in exc.errors(include_url=False, include_input=False):
+            errors.setdefault(str(error["loc"][0]), error["msg"])
+        raise InvalidEmail(errors) from None
+    return email.model_dump()
 
 
 # -- recipient policy -------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Routes of the notifications plugin, under /api/notifications.
 
-``POST /emails`` checks the email (:mod:`.validation`: 400 naming each bad field), queues
-it and answers 202 with its id and status URL. The id is signed with the app's
-``SECRET_KEY`` and carries the time it was issued, so ``GET /emails/<id>`` answers 404 for
-an id this API never issued (Celery itself says PENDING for any id it has no record of)
-and tells how long an issued email has waited (``queued_at``): PENDING for an hour means
+``POST /emails`` checks the email (:class:`.validation.EmailIn`: 400 naming each bad
+field, before the view runs), queues it and answers 202 with its id and status URL. The
+id is signed with the app's ``SECRET_KEY`` and carries the time it was issued, so
+``GET /emails/<id>`` answers 404 for an id this API never issued (Celery itself says
+PENDING for any id it has no record of) and tells how long an issued email has waited
+(``queued_at``): PENDING for an hour means
 no worker consumed it, not that the id is wrong.
 """
 
@@ -15,16 +16,30 @@ from datetime import UTC
 from typing import Any
 
 from celery.result import AsyncResult
-from flask import Blueprint, Response, current_app, request, url_for
+from flask import Blueprint, Response, current_app, url_for
 from itsdangerous import BadSignature, TimestampSigner
+from pydantic import BaseModel, Field
 
-from core_app import json_error
+from core_app import json_error, schema
 
 from .constants import URL_PREFIX
 from .tasks import send_email
-from .validation import InvalidEmail, check_email
+from .validation import EmailIn
 
 blueprint = Blueprint("notifications", __name__, url_prefix=URL_PREFIX)
+
+
+class EmailQueued(BaseModel):
+    task_id: str
+    status_url: str
+
+
+class EmailStatus(BaseModel):
+    task_id: str
+    state: str = Field(description="Celery's state: PENDING, STARTED, RETRY, SUCCESS...")
+    queued_at: str = Field(description="When the id was issued, UTC, ISO 8601.")
+    result: dict[str, Any] | None = Field(default=None, description="When sent.")
+    error: str | None = Field(default=None, description="When sending failed for good.")
 
 
 def _signer() -> TimestampSigner:
@@ -32,23 +47,19 @@ def _signer() -> TimestampSigner:
 
 
 @blueprint.post("/emails")
-def queue_email() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return json_error(400, "Bad Request", "Expected a JSON object with to, subject, body.")
-    try:
-        fields = [body.get("to"), body.get("subject"), body.get("body")]
-        email = check_email(*fields, current_app.config)
-    except InvalidEmail as exc:
-        return json_error(400, "Bad Request", "The email is invalid.", fields=exc.errors)
+@schema(body=EmailIn, responses={202: EmailQueued})
+def queue_email(body: EmailIn) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Queue one email; its status is at status_url (the Location header)."""
     task_id = _signer().sign(uuid.uuid4().hex).decode()
-    result = send_email.apply_async(kwargs=email, task_id=task_id)
+    result = send_email.apply_async(kwargs=body.model_dump(), task_id=task_id)
     status_url = url_for(".email_status", task_id=result.id)
     return {"task_id": result.id, "status_url": status_url}, 202, {"Location": status_url}
 
 
 @blueprint.get("/emails/<task_id>")
+@schema(responses={200: EmailStatus, 404: None})
 def email_status(task_id: str) -> Response | dict[str, Any]:
+    """The state of a queued email; 404 for an id this API never issued."""
     try:
         _, issued = _signer().unsign(task_id, return_timestamp=True)
     except BadSignature:

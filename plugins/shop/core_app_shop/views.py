@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import logging
-import re
-import unicodedata
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from core_app import BrokerUnavailable, TaskUnavailable, json_error, send_task
+from core_app import BrokerUnavailable, FieldError, TaskUnavailable, invalid, schema, send_task
 from core_app.db import session
 from core_app.outbox import enqueue
 
-from .constants import (
-    MAX_EMAIL_LENGTH,
-    MAX_ITEM_LENGTH,
-    MAX_NAME_LENGTH,
-    MAX_PRICE_CENTS,
-    MAX_QUANTITY,
-    SEND_EMAIL_TASK,
-    URL_PREFIX,
-)
+from . import schemas
+from .constants import SEND_EMAIL_TASK, URL_PREFIX
 from .enums import ReceiptStatus
 from .models import Purchase, User
 
@@ -32,110 +23,53 @@ log = logging.getLogger(__name__)
 blueprint = Blueprint("shop", __name__, url_prefix=URL_PREFIX)
 
 
-class Invalid(Exception):
-    """A request body that fails validation; becomes a 400 JSON answer."""
-
-    def __init__(self, errors: dict[str, str]) -> None:
-        super().__init__(errors)
-        self.errors = errors
-
-
-@blueprint.errorhandler(Invalid)
-def _invalid(exc: Invalid) -> Response:
-    return json_error(400, "Bad Request", "The request body is invalid.", fields=exc.errors)
-
-
-def _json_object() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise Invalid({"body": "expected a JSON object (Content-Type: application/json)"})
-    return body
-
-
-#: Control characters (CR, LF, NUL...), surrogates, line and paragraph separators.
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-#: One plain address: no spaces, lists, quotes, brackets or display names. The
-#: notifications plugin checks it again, fully, before it sends anything.
-_EMAIL = re.compile(
-    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # an ASCII local part (RFC 5322 atoms)
-    r"@[^\s@,;:<>()\[\]\\\"]+\.[^\s@,;:<>()\[\]\\\"]+"  # a dotted domain, IDN allowed
-)
-
-
-def _text(body: dict[str, Any], field: str, limit: int, errors: dict[str, str]) -> str:
-    """A one-line text: names, items and addresses end up in emails."""
-    value = body.get(field)
-    if not isinstance(value, str) or not value.strip():
-        errors[field] = "required, a non-empty string"
-        return ""
-    if len(value) > limit:
-        errors[field] = f"at most {limit} characters"
-    elif any(unicodedata.category(char) in _UNSAFE_CATEGORIES for char in value):
-        errors[field] = "must not contain control or line-break characters"
-    elif "=?" in value:
-        errors[field] = "must not contain '=?' (an encoded word in an email header)"
-    return value.strip()
-
-
-def _integer(body: dict[str, Any], field: str, low: int, high: int, errors: dict[str, str]) -> int:
-    value = body.get(field)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        errors[field] = f"required, an integer from {low} to {high}"
-        return 0
-    return value
-
-
 @blueprint.get("/home")
+@schema(responses={200: schemas.Welcome})
 def home() -> dict[str, Any]:
+    """A greeting: the plugin is mounted and serving."""
     return {"plugin": "shop", "message": "Welcome to the shop."}
 
 
 @blueprint.get("/users")
+@schema(responses={200: schemas.Users})
 def list_users() -> dict[str, Any]:
+    """Every user, oldest first."""
     users = session().scalars(select(User).order_by(User.id))
     return {"users": [user.as_dict() for user in users]}
 
 
 @blueprint.post("/users")
-def create_user() -> tuple[dict[str, Any], int]:
-    body, errors = _json_object(), {}
-    name = _text(body, "name", MAX_NAME_LENGTH, errors)
-    email = _text(body, "email", MAX_EMAIL_LENGTH, errors)
-    if email and "email" not in errors and not _EMAIL.fullmatch(email):
-        errors["email"] = "must be one email address, such as ann@example.org"
-    if errors:
-        raise Invalid(errors)
+@schema(body=schemas.UserIn, responses={201: schemas.User, 400: None})
+def create_user(body: schemas.UserIn) -> Response | tuple[dict[str, Any], int]:
+    """Register a user; 400 when the address is already registered."""
     db = session()
-    user = User(name=name, email=email)
+    user = User(name=body.name, email=body.email)
     db.add(user)
     try:
         db.commit()
     except IntegrityError:
         db.rollback()
-        raise Invalid({"email": "already registered"}) from None
+        return invalid([FieldError("body", "email", "already registered")])
     return user.as_dict(), 201
 
 
 @blueprint.get("/purchases")
+@schema(responses={200: schemas.Purchases})
 def list_purchases() -> dict[str, Any]:
+    """Every purchase, oldest first."""
     purchases = session().scalars(select(Purchase).order_by(Purchase.id))
     return {"purchases": [purchase.as_dict() for purchase in purchases]}
 
 
 @blueprint.post("/purchases")
-def create_purchase() -> tuple[dict[str, Any], int]:
-    body, errors = _json_object(), {}
-    user_id = _integer(body, "user_id", 1, 2**62, errors)
-    item = _text(body, "item", MAX_ITEM_LENGTH, errors)
-    quantity = _integer(body, "quantity", 1, MAX_QUANTITY, errors)
-    price_cents = _integer(body, "price_cents", 0, MAX_PRICE_CENTS, errors)
-    if errors:
-        raise Invalid(errors)
+@schema(body=schemas.PurchaseIn, responses={201: schemas.PurchaseCreated, 400: None})
+def create_purchase(body: schemas.PurchaseIn) -> Response | tuple[dict[str, Any], int]:
+    """Record a purchase and email its receipt; 400 when the user does not exist."""
     db = session()
-    user = db.get(User, user_id)
+    user = db.get(User, body.user_id)
     if user is None:
-        raise Invalid({"user_id": "no such user"})
-    purchase = Purchase(user_id=user_id, item=item, quantity=quantity, price_cents=price_cents)
+        return invalid([FieldError("body", "user_id", "no such user")])
+    purchase = Purchase(**body.model_dump())
     db.add(purchase)
     db.flush()  # its id, for the receipt
     outbox = current_app.config["SHOP_RECEIPTS_THROUGH_OUTBOX"]

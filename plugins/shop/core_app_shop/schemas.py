@@ -1,0 +1,123 @@
+"""What the shop's routes accept and answer, declared once for validation and the API
+document (``@core_app.schema`` in :mod:`.views`).
+
+Names, items and addresses end up in emailed receipts, so each is one line of text:
+no control or line-break characters (CR, LF, NUL, U+2028...) and no ``=?`` (the start of
+an RFC 2047 encoded word, which a mail header would decode). Numbers are JSON integers,
+never strings or booleans, within their limits.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+from pydantic_core import PydanticCustomError
+
+from .constants import (
+    MAX_EMAIL_LENGTH,
+    MAX_ITEM_LENGTH,
+    MAX_NAME_LENGTH,
+    MAX_PRICE_CENTS,
+    MAX_QUANTITY,
+)
+from .enums import ReceiptStatus
+
+#: Control characters (CR, LF, NUL...), surrogates, line and paragraph separators.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: One plain address: no spaces, lists, quotes, brackets or display names. The
+#: notifications plugin checks it again, fully, before it sends anything.
+_EMAIL = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # an ASCII local part (RFC 5322 atoms)
+    r"@[^\s@,;:<>()\[\]\\\"]+\.[^\s@,;:<>()\[\]\\\"]+"  # a dotted domain, IDN allowed
+)
+
+
+def one_line(value: str) -> str:
+    """``value`` without surrounding spaces; raises when it is blank or not one safe line."""
+    if not value.strip():
+        raise PydanticCustomError("blank", "required, a non-empty string")
+    if any(unicodedata.category(char) in _UNSAFE_CATEGORIES for char in value):
+        raise PydanticCustomError("line_break", "must not contain control or line-break characters")
+    if "=?" in value:
+        raise PydanticCustomError(
+            "encoded_word", "must not contain '=?' (an encoded word in an email header)"
+        )
+    return value.strip()
+
+
+def plain_address(value: str) -> str:
+    if not _EMAIL.fullmatch(value):
+        raise PydanticCustomError("email", "must be one email address, such as ann@example.org")
+    return value
+
+
+_ONE_LINE = "One line of text: no control or line-break characters, no '=?'."
+
+
+def _text(limit: int) -> object:
+    return Field(strict=True, max_length=limit, description=_ONE_LINE)
+
+
+def _integer(low: int, high: int) -> object:
+    return Field(strict=True, ge=low, le=high)
+
+
+class UserIn(BaseModel):
+    """A new user."""
+
+    name: Annotated[str, _text(MAX_NAME_LENGTH), AfterValidator(one_line)]
+    email: Annotated[
+        str, _text(MAX_EMAIL_LENGTH), AfterValidator(one_line), AfterValidator(plain_address)
+    ]
+
+
+class User(BaseModel):
+    id: int
+    name: str
+    email: str
+
+
+class Users(BaseModel):
+    users: list[User]
+
+
+class PurchaseIn(BaseModel):
+    """A purchase by an existing user; its receipt is emailed."""
+
+    user_id: Annotated[int, _integer(1, 2**62)]
+    item: Annotated[str, _text(MAX_ITEM_LENGTH), AfterValidator(one_line)]
+    quantity: Annotated[int, _integer(1, MAX_QUANTITY)]
+    price_cents: Annotated[int, _integer(0, MAX_PRICE_CENTS)]
+
+
+class _PurchaseFields(BaseModel):
+    id: int
+    user_id: int
+    item: str
+    quantity: int
+    price_cents: int
+
+
+class Purchase(_PurchaseFields):
+    created_at: str = Field(description="UTC, ISO 8601 (2026-01-31T12:00:00Z).")
+
+
+class Purchases(BaseModel):
+    purchases: list[Purchase]
+
+
+class Receipt(BaseModel):
+    status: ReceiptStatus
+    task_id: str | None = Field(default=None, description="When queued.")
+
+
+class PurchaseCreated(_PurchaseFields):
+    receipt: Receipt
+
+
+class Welcome(BaseModel):
+    plugin: str
+    message: str

@@ -1,4 +1,5 @@
-"""The host's commands: serve, worker, beat, plugins (and check), new-plugin, deadletters.
+"""The host's commands: serve, worker, beat, plugins (and check), new-plugin, openapi,
+deadletters.
 
 Each loads the app for its own role through :func:`core_app.loading.app_for`; the same
 command objects are added to ``app.cli``, so ``flask --app run plugins`` works too (with
@@ -118,6 +119,25 @@ def new_plugin(name: str, directory: str) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"Wrote {root}. Next: {next_step(root)}")
+
+
+@click.command("openapi")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the document to this file instead of standard output.",
+)
+def openapi_command(output: str | None) -> None:
+    """Write the OpenAPI document the web server serves (whatever EXPOSE_API_DOCS says)."""
+    from .openapi import openapi_json
+
+    app = app_for(Role())  # a web process's app: every plugin it would serve
+    text = openapi_json(app) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    with open(output, "w", encoding="utf-8") as file:
+        file.write(text)
 
 
 # -- workers ----------------------------------------------------------------------------
@@ -303,6 +323,7 @@ HOST_COMMANDS: tuple[click.Command, ...] = (
     beat_command,
     plugins_command,
     new_plugin,
+    openapi_command,
     deadletters_command,
     db_command,
 )

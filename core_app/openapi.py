@@ -269,13 +269,12 @@ def _operation(
     models: _Models,
 ) -> dict[str, Any]:
     declared = op.declaration or Declaration()
-    doc = (getattr(op.view, "__doc__", None) or "").strip()
     entry: dict[str, Any] = {"tags": [op.owner], "operationId": operation_id}
-    summary = declared.summary or doc.partition("\n")[0].strip()
-    if summary:
+    first, _, rest = (getattr(op.view, "__doc__", None) or "").strip().partition("\n")
+    if summary := declared.summary or first.strip():
         entry["summary"] = summary
-    if declared.description:
-        entry["description"] = declared.description
+    if description := declared.description or rest.strip():
+        entry["description"] = description
     if declared.query is not None:
         parameters = parameters + _query_parameters(models.resolved(declared.query, "validation"))
     if parameters:

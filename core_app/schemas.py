@@ -83,20 +83,16 @@ def schema(
     """
     for name, model in (("body", body), ("query", query), *_responses(responses or {})):
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise TypeError(
-                f"schema({name}=...) takes a pydantic BaseModel subclass, not {model!r}"
-            )
+            raise TypeError(f"schema({name}=...) takes a pydantic model class, not {model!r}")
+
+    declaration = Declaration(
+        body, query, dict(responses or {}), operation_id, summary, description
+    )
 
     def decorate(view: View) -> View:
-        doc = (view.__doc__ or "").strip().partition("\n")
-        declaration = Declaration(
-            body,
-            query,
-            dict(responses or {}),
-            operation_id,
-            summary or doc[0].strip() or None,
-            description or doc[2].strip() or None,
-        )
+        if body is None and query is None:  # nothing to validate: the view as it is
+            setattr(view, DECLARATION, declaration)
+            return view
         validate_body = body.__pydantic_validator__.validate_python if body else None
         validate_query = query.__pydantic_validator__.validate_python if query else None
 

@@ -22,9 +22,9 @@ from core_app.testing import free_port
 
 #: Checks left out, with the reason (docs/testing-the-api.md, "Fuzzing", says the same).
 EXCLUDED_CHECKS = {
-    # A body that matches its schema can still break a business rule: an email already
-    # taken (409), a purchase for a user that does not exist (404), a recipient outside
-    # NOTIFICATIONS_ALLOWED_RECIPIENTS (422). Those answers are documented, not accepted.
+    # A body that matches its schema can still break a business rule: an address already
+    # registered, a purchase for a user that does not exist, a recipient outside
+    # NOTIFICATIONS_ALLOWED_RECIPIENTS. Each is a documented 400, not an acceptance.
     "positive_data_acceptance",
 }
 #: Test cases per operation and phase; with the seed, a run is reproducible.

@@ -31,7 +31,7 @@ version = "0.1.0"
 description = "The $name plugin for core_app."
 readme = "README.md"
 requires-python = ">=3.11"
-dependencies = ["core-app>=$major.0,<$next_major"]
+dependencies = ["core-app>=$major.0,<$next_major", "pydantic>=2.7,<3"]
 
 [project.optional-dependencies]
 test = ["pytest>=8"]
@@ -155,6 +155,27 @@ class Status(StrEnum):
     OK = "ok"
 '''
 
+_SCHEMAS = '''\
+"""What the $name plugin's routes accept and answer: declared with ``@schema`` in
+views.py, they validate each request (400 before the view runs) and appear in the API
+document (GET /openapi.json)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .enums import Status
+
+
+class Greeting(BaseModel):
+    status: Status
+    message: str
+
+
+class Echo(BaseModel):
+    text: str = Field(min_length=1, max_length=200, description="Any short text.")
+'''
+
 _VIEWS = '''\
 """Routes of the $name plugin, under /api/$name."""
 
@@ -164,15 +185,27 @@ from typing import Any
 
 from flask import Blueprint, current_app
 
+from core_app import schema
+
 from .constants import URL_PREFIX
 from .enums import Status
+from .schemas import Echo, Greeting
 
 blueprint = Blueprint("$name", __name__, url_prefix=URL_PREFIX)
 
 
 @blueprint.get("/home")
+@schema(responses={200: Greeting})
 def home() -> dict[str, Any]:
+    """The plugin's greeting (${upper}_GREETING)."""
     return {"status": Status.OK, "message": current_app.config["${upper}_GREETING"]}
+
+
+@blueprint.post("/echo")
+@schema(body=Echo, responses={200: Echo})
+def echo(body: Echo) -> dict[str, Any]:
+    """The text it is sent; a body that is not an Echo answers 400 before this runs."""
+    return body.model_dump()
 '''
 
 _TASKS = '''\
@@ -212,6 +245,23 @@ def test_home(core_app_client):
     assert response.get_json()["message"] == "Hello from $name"
 
 
+def test_echo_validates_its_body_before_the_view(core_app_client):
+    response = core_app_client.post("/api/$name/echo", json={"text": ""})
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == {"text"}
+    assert core_app_client.post("/api/$name/echo", json={"text": "hi"}).get_json() == {
+        "text": "hi"
+    }
+
+
+def test_the_api_document_describes_echo(core_app_client):
+    document = core_app_client.get("/openapi.json").get_json()
+    operation = document["paths"]["/api/$name/echo"]["post"]
+    assert operation["tags"] == ["$name"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$$ref": "#/components/schemas/$name.Echo"}
+
+
 def test_echo_task_runs_on_a_real_worker(redis_app, core_app_worker):
     with redis_app.app_context():
         result = send_task("$name.echo", args=["ping"])
@@ -227,6 +277,7 @@ The $name plugin for core_app.
     python -m pytest                  # the worker test needs redis-server installed
     python -m core_app plugins        # $name is listed, loaded, at /api/$name
     python -m core_app                # serve: GET http://127.0.0.1:5000/api/$name/home
+                                      # its API: /openapi.json, and the page /docs
     python -m core_app worker $name   # a worker for this plugin's tasks
 
 `core-app` is the same command as `python -m core_app`; beside a host's `run.py`,
@@ -295,6 +346,7 @@ def write_plugin(name: str, directory: Path) -> Path:
         package / "__init__.py": _INIT,
         package / "constants.py": _CONSTANTS,
         package / "enums.py": _ENUMS,
+        package / "schemas.py": _SCHEMAS,
         package / "views.py": _VIEWS,
         package / "tasks.py": _TASKS,
         package / "models.py": _MODELS,

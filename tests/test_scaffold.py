@@ -71,7 +71,7 @@ def test_new_plugin_writes_an_installable_distribution(tmp_path):
     assert "2.0" not in specifier and "0.9" not in specifier, requirement  # a range, not >=
 
     package = root / "core_app_billing"
-    for module in ("__init__.py", "views.py", "tasks.py", "enums.py", "constants.py"):
+    for module in ("__init__.py", "views.py", "schemas.py", "tasks.py", "enums.py", "constants.py"):
         assert (package / module).is_file(), module
     init = (package / "__init__.py").read_text()
     assert "@hookimpl" in init and "def core_app_blueprint(" in init
@@ -89,10 +89,45 @@ def test_new_plugin_writes_an_installable_distribution(tmp_path):
     assert "run.py" not in (package / "tasks.py").read_text().split("``python -m")[0]
     tests = list((root / "tests").glob("test_*.py"))
     assert [t.name for t in tests] == ["test_billing.py"]
-    assert "celery_worker" in tests[0].read_text()
+    assert "core_app_worker" in tests[0].read_text()
     assert "billing" in (root / "README.md").read_text()
     for path in root.rglob("*.py"):  # every generated module compiles
         compile(path.read_text(), str(path), "exec")
+
+
+def test_the_new_plugins_route_appears_in_the_api_document_with_its_schema(tmp_path, monkeypatch):
+    from openapi_spec_validator import validate
+
+    from core_app import create_app
+    from core_app.scaffold import write_plugin
+
+    root = write_plugin("billing", tmp_path / "plugins")
+    monkeypatch.syspath_prepend(str(root))
+    import core_app_billing
+
+    try:
+        app = create_app(
+            {"INSTANCE_PATH": str(tmp_path / "instance"), "PLUGINS": ["billing"]},
+            plugins={"billing": core_app_billing},
+        )
+        client = app.test_client()
+        document = client.get("/openapi.json").get_json()
+    finally:
+        for module in [m for m in sys.modules if m.startswith("core_app_billing")]:
+            del sys.modules[module]
+    validate(document)
+    echo = document["paths"]["/api/billing/echo"]["post"]
+    assert echo["tags"] == ["billing"]
+    assert echo["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/billing.Echo"
+    }
+    assert document["components"]["schemas"]["billing.Echo"]["properties"]["text"]["maxLength"]
+    home = document["paths"]["/api/billing/home"]["get"]
+    assert home["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/billing.Greeting"
+    }
+    refused = client.post("/api/billing/echo", json={"text": ""})
+    assert refused.status_code == 400 and set(refused.get_json()["fields"]) == {"text"}
 
 
 @pytest.mark.parametrize("name", ["Billing", "my-plugin", "1st", "has space", "class x"])

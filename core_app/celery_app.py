@@ -13,27 +13,27 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from amqp.exceptions import MessageNacked
 from celery import Celery, Task
 from celery.result import AsyncResult
 from flask import Flask, current_app
 from kombu.exceptions import OperationalError
 
+from .brokers import REDIS_SCHEMES as REDIS_SCHEMES  # re-exported: benchmarks/bare_celery.py
+from .brokers import is_amqp, is_redis
 from .config import DEFAULTS
 from .deadletter import count_delivery
-from .embedded import embedded_config
+from .embedded import embedded_config, embedded_result_backend
 from .plugins import PluginHost
 from .responses import broker_unavailable
-from .roles import WEB
+from .roles import WEB, WORKER
 from .tasks import DEFAULT_QUEUE, PluginRouter, check_task_names, claim_tasks, import_task_modules
 
 log = logging.getLogger(__name__)
 
-#: Brokers served by core_app.redis_transport (kombu's, fixed to survive a restart).
-REDIS_SCHEMES = ("redis://", "rediss://")
-
 
 def delivery_defaults(app: Flask) -> dict[str, Any]:
-    """Celery settings for Redis that lose no task and never hang a request.
+    """Celery settings for Redis or RabbitMQ that lose no task and never hang a request.
 
     - ``task_acks_late`` + ``task_reject_on_worker_lost``: a task is acknowledged when it
       has finished, so a worker killed mid-task leaves it to be delivered again (tasks
@@ -43,9 +43,10 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
       check reads the backend only for redelivered messages.
     - ``task_time_limit`` (``TASK_TIME_LIMIT``, 300 s): every task ends within a known
       time, so the visibility timeout can be derived rather than guessed.
-    - ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, else :func:`visibility_timeout`):
-      how long Redis waits for that acknowledgement before delivering again. Tasks
-      reserved by a worker that died are delivered again that long after it took them.
+    - Redis: ``visibility_timeout`` (``VISIBILITY_TIMEOUT``, else
+      :func:`visibility_timeout`): how long Redis waits for that acknowledgement before
+      delivering again. Tasks reserved by a worker that died are delivered again that
+      long after it took them. RabbitMQ needs no such timeout (:func:`amqp_options`).
     - ``worker_prefetch_multiplier = 4`` (Celery's default): the example plugins' tasks
       are short, and reserving a few saves a Redis round trip per task. Reserved tasks
       are unacknowledged too, so a dead worker loses none of them, but a reserved task
@@ -60,20 +61,16 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
     - ``broker_connection_max_retries = None``: a worker started while the broker is
       down waits for it instead of exiting.
     """
-    timeouts = {"socket_connect_timeout": 0.5, "socket_timeout": 2.0}
-    timeout = visibility_timeout(app.config)
+    broker = (app.config.get("CELERY") or {}).get("broker_url") or app.config.get("BROKER_URL")
     return {
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_deduplicate_successful_tasks": True,
         "worker_prefetch_multiplier": PREFETCH_MULTIPLIER,
         "task_time_limit": _setting(app.config, "TASK_TIME_LIMIT"),
-        "broker_transport_options": {
-            "visibility_timeout": timeout,
-            "unacked_restore_interval": sweep_interval(timeout),
-            "unacked_restore_throttle": 1,
-            **timeouts,
-        },
+        "broker_transport_options": (
+            amqp_options(WORKER_SOCKET_TIMEOUT) if is_amqp(broker) else redis_options(app.config)
+        ),
         "broker_connection_timeout": 0.5,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
@@ -95,6 +92,40 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
 
 
 PREFETCH_MULTIPLIER = 4
+#: A worker waits this long for any one reply of the broker (web processes: 0.3 s).
+WORKER_SOCKET_TIMEOUT = 2.0
+
+
+def redis_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Transport options of Redis: the derived visibility timeout and its sweep."""
+    timeout = visibility_timeout(config)
+    return {
+        "visibility_timeout": timeout,
+        "unacked_restore_interval": sweep_interval(timeout),
+        "unacked_restore_throttle": 1,
+        "socket_connect_timeout": 0.5,
+        "socket_timeout": WORKER_SOCKET_TIMEOUT,
+    }
+
+
+def amqp_options(socket_timeout: float) -> dict[str, Any]:
+    """Transport options of RabbitMQ (py-amqp): publisher confirms, bounded waits.
+
+    ``confirm_publish``: each publish waits for the broker's ``basic.ack``, so a 202
+    means RabbitMQ has the message (persistent, on a durable queue), and a ``basic.nack``
+    raises instead of losing it. The wait for that ack, like any read, is bounded by
+    ``read_timeout`` (the socket's ``SO_RCVTIMEO``) and writes by ``write_timeout``: a
+    broker that accepts connections but never answers fails the publish, which kombu
+    retries on a new connection. No visibility timeout: RabbitMQ returns a consumer's
+    unacknowledged messages the moment its connection closes (a killed worker's too).
+    """
+    return {
+        "confirm_publish": True,
+        "read_timeout": socket_timeout,
+        "write_timeout": socket_timeout,
+    }
+
+
 #: Seconds added to the derived visibility timeout: storing the result, acknowledging.
 VISIBILITY_SLACK = 10
 
@@ -139,15 +170,19 @@ def web_timeouts(settings: Mapping[str, Any]) -> dict[str, Any]:
     """Shorter waits for a web process, whose requests must not hang on a broker that
     accepts connections but does not answer (frozen, overloaded, a half-open network).
 
-    Publishing is one try and one retry, each waiting at most 0.3 s for Redis (the
-    result backend's subscription to the task's result channel included), so a request
-    answers 503 in about a second whatever the broker does. Workers keep the longer
-    timeouts of :func:`delivery_defaults`: they wait for the broker rather than fail.
+    Publishing is one try and one retry, each waiting at most 0.3 s for Redis or
+    RabbitMQ (connecting, the AMQP handshake, the publisher confirm, and a Redis result
+    backend's subscription to the task's result channel included), so a request answers
+    503 in about a second whatever the broker does. Workers keep the longer timeouts of
+    :func:`delivery_defaults`: they wait for the broker rather than fail.
     """
-    timeouts = {
-        "socket_connect_timeout": WEB_SOCKET_TIMEOUT,
-        "socket_timeout": WEB_SOCKET_TIMEOUT,
-    }
+    if is_amqp(settings["broker_url"]):
+        timeouts = amqp_options(WEB_SOCKET_TIMEOUT)
+    else:
+        timeouts = {
+            "socket_connect_timeout": WEB_SOCKET_TIMEOUT,
+            "socket_timeout": WEB_SOCKET_TIMEOUT,
+        }
     return {
         "broker_transport_options": {**settings["broker_transport_options"], **timeouts},
         "broker_connection_timeout": WEB_SOCKET_TIMEOUT,
@@ -164,7 +199,8 @@ def web_timeouts(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class PluginCelery(Celery):  # type: ignore[misc]
-    """Celery whose ``send_task`` reports an unreachable result backend as a broker error.
+    """Celery whose ``send_task`` reports an unreachable result backend, and a message
+    RabbitMQ refused (a ``basic.nack`` under publisher confirms), as broker errors.
 
     Before it publishes, the Redis result backend subscribes to the task's result channel
     (``on_task_call``). With Redis down, that subscription fails, the result consumer's
@@ -182,6 +218,12 @@ class PluginCelery(Celery):  # type: ignore[misc]
         self._check_countdown(args[0] if args else kwargs.get("name"), kwargs)
         try:
             return super().send_task(*args, **kwargs)
+        except OperationalError as exc:  # kombu's, with an empty text for a nack
+            if isinstance(exc.__cause__ or exc.__context__, MessageNacked):
+                raise OperationalError(
+                    "RabbitMQ refused the message (basic.nack: a full queue, a policy)"
+                ) from exc
+            raise
         except RuntimeError as exc:
             cause = exc.__cause__
             if cause is None or not isinstance(
@@ -191,14 +233,27 @@ class PluginCelery(Celery):  # type: ignore[misc]
             raise OperationalError(f"result backend unreachable: {cause}") from exc
 
     def _check_countdown(self, name: object, options: Mapping[str, Any]) -> None:
-        """On Redis a task sent with a countdown or ETA waits unacknowledged in a worker;
-        beyond ``MAX_COUNTDOWN`` the visibility timeout may hand it to a second worker."""
+        """A task sent with a countdown or ETA waits unacknowledged in a worker; beyond
+        ``MAX_COUNTDOWN`` Redis's visibility timeout may hand it to a second worker, and
+        RabbitMQ's consumer_timeout may close the worker's channel (see below)."""
         due = options.get("countdown")
         eta = options.get("eta")
         if isinstance(eta, datetime):  # naive means UTC, as for Celery
             now = datetime.now(UTC)
             due = (eta - (now if eta.tzinfo else now.replace(tzinfo=None))).total_seconds()
-        if self.max_countdown is not None and due is not None and due > self.max_countdown:
+        if self.max_countdown is None or due is None or due <= self.max_countdown:
+            return
+        if is_amqp(self.conf.broker_url):
+            log.warning(
+                "%s is sent to run in %.0f s, beyond MAX_COUNTDOWN (%s s): a worker holding "
+                "it unacknowledged longer than RabbitMQ's consumer_timeout (%s s by default) "
+                "loses its channel and the task is delivered again. Raise MAX_COUNTDOWN.",
+                name,
+                due,
+                self.max_countdown,
+                CONSUMER_TIMEOUT,
+            )
+        else:
             log.warning(
                 "%s is sent to run in %.0f s, beyond MAX_COUNTDOWN (%s s): the visibility "
                 "timeout (%s s) may deliver it twice. Raise MAX_COUNTDOWN.",
@@ -223,13 +278,16 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     settings = delivery_defaults(app)
     if app.config["BROKER_URL"]:
         settings["broker_url"] = app.config["BROKER_URL"]
-        settings["result_backend"] = app.config["RESULT_BACKEND"] or app.config["BROKER_URL"]
+        settings["result_backend"] = result_backend(app)
     else:
         settings.update(embedded_config(app.instance_path))
-    if host.role.kind == WEB and str(settings["broker_url"]).startswith(REDIS_SCHEMES):
+    broker = settings["broker_url"]
+    if host.role.kind == WEB and (is_redis(broker) or is_amqp(broker)):
         settings.update(web_timeouts(settings))
     settings.update(app.config["CELERY"])
-    if str(settings.get("broker_url")).startswith(REDIS_SCHEMES):
+    if is_amqp(settings["broker_url"]) and host.role.kind == WORKER:
+        check_consumer_timeout(app.config)
+    if is_redis(settings.get("broker_url")):
         from . import redis_transport
 
         settings.setdefault("broker_transport", redis_transport.NAME)
@@ -239,7 +297,7 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     celery_app.set_default()
     celery_app.finalize(auto=True)
     app.extensions["celery"] = celery_app
-    if str(celery_app.conf.result_backend).startswith(("redis://", "rediss://")):
+    if is_redis(celery_app.conf.result_backend):
         # Reading a result while Redis is down raises redis-py's own errors.
         from redis.exceptions import ConnectionError, TimeoutError
 
@@ -250,6 +308,50 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     claim_tasks(celery_app, host, router)
     host.each(lambda record: check_task_names(router, record), builtins=False)
     return celery_app
+
+
+def result_backend(app: Flask) -> str:
+    """``RESULT_BACKEND``, else the broker when it can keep results (Redis).
+
+    RabbitMQ cannot: Celery's ``rpc://`` sends a result to the process that queued the
+    task only, so a status URL read by another web process would stay PENDING forever.
+    Production refuses RabbitMQ without ``RESULT_BACKEND`` (core_app.config); development
+    keeps results in the instance folder's files, which one machine's processes share.
+    """
+    broker = app.config["BROKER_URL"]
+    if app.config["RESULT_BACKEND"]:
+        return str(app.config["RESULT_BACKEND"])
+    if not is_amqp(broker):
+        return str(broker)
+    log.warning(
+        "RabbitMQ keeps no results: they go to files in %s, which only this machine "
+        "sees. Set CORE_APP_RESULT_BACKEND=redis://... (or db+postgresql://...).",
+        app.instance_path,
+    )
+    return embedded_result_backend(app.instance_path)
+
+
+#: RabbitMQ's default ``consumer_timeout`` (seconds): a delivery unacknowledged longer
+#: closes its consumer's channel, and the message is delivered again.
+CONSUMER_TIMEOUT = 1800
+
+
+def check_consumer_timeout(config: Mapping[str, Any]) -> None:
+    """Say so when a healthy worker may hold a RabbitMQ message unacknowledged longer
+    than the default consumer_timeout: the bound is Redis's derived visibility timeout
+    (prefetch x TASK_TIME_LIMIT + MAX_COUNTDOWN), which RabbitMQ does not need, but its
+    consumer_timeout must be above it."""
+    held = visibility_timeout({**config, "VISIBILITY_TIMEOUT": None})
+    if held > CONSUMER_TIMEOUT:
+        log.warning(
+            "A worker may hold a message unacknowledged for %s s (prefetch x TASK_TIME_LIMIT"
+            " + MAX_COUNTDOWN + 10 s), longer than RabbitMQ's default consumer_timeout "
+            "(%s s), which would close its channel and deliver the message again: raise "
+            "consumer_timeout in rabbitmq.conf (milliseconds) above %s s.",
+            held,
+            CONSUMER_TIMEOUT,
+            held,
+        )
 
 
 def check_time_limits(celery_app: Celery) -> None:

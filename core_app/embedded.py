@@ -24,8 +24,7 @@ def embedded_config(instance_path: str | Path) -> dict[str, Any]:
         "processed_folder": root / "processed",
         "control_folder": root / "control",
     }
-    results = root / "results"
-    for folder in [*folders.values(), results]:
+    for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     return {
         # The filesystem transport ignores the host, but kombu warns on every connection
@@ -35,5 +34,13 @@ def embedded_config(instance_path: str | Path) -> dict[str, Any]:
             **{key: str(path) for key, path in folders.items()},
             "store_processed": False,
         },
-        "result_backend": f"file://{results}",
+        "result_backend": embedded_result_backend(instance_path),
     }
+
+
+def embedded_result_backend(instance_path: str | Path) -> str:
+    """Celery's file result backend in the instance folder: results any process on this
+    machine can read, with no server (also development's default beside RabbitMQ)."""
+    results = Path(instance_path) / "celery" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    return f"file://{results}"

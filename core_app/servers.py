@@ -90,6 +90,15 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def freeze(self) -> None:
+        """The server stops answering but keeps its connections open (SIGSTOP)."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
 

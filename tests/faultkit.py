@@ -1,8 +1,10 @@
-"""Tools of the delivery fault tests: an SMTP sink, a steady publisher of emails.
+"""Tools of the delivery fault tests: a broker to break, an SMTP sink, a publisher.
 
-Each fault test runs its own redis-server (``core_app.servers.RedisServer``) so it may
-restart or freeze it without touching the session's, its own ``python run.py worker``
-processes (``procs``), an SMTP sink in the test process, and a publisher thread that
+Each fault test runs on both brokers (the ``broker`` fixture): the session's own
+redis-server, or the session's private RabbitMQ node (``core_app.servers``) with a vhost
+of the test's own and results on the session's Redis. Either may be stopped, restarted
+and frozen without touching the machine's servers. Workers are ``python run.py worker``
+processes (``procs``), the SMTP sink runs in the test process, and a publisher thread
 queues emails through ``core_app.send_task`` the way the web does.
 """
 
@@ -18,14 +20,66 @@ from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiosmtpd.controller import Controller
 from flask import Flask
+from kombu import Connection
 from procs import clean_env
 
 from core_app import create_app, send_task
 from core_app.discovery import rescan
 from core_app.errors import BrokerUnavailable
-from core_app.servers import free_port
+from core_app.servers import RabbitMQServer, RedisServer, free_port
+
+BROKERS = ("redis", "amqp")
+
+
+@dataclass
+class Broker:
+    """The broker of one test, Redis or RabbitMQ, and the calls a fault test makes on it."""
+
+    kind: str
+    url: str
+    result_backend: str
+    server: RedisServer | RabbitMQServer
+
+    def __str__(self) -> str:
+        return self.kind
+
+    def env(self) -> dict[str, str]:
+        """``CORE_APP_*`` settings of a process on this broker."""
+        return {"CORE_APP_BROKER_URL": self.url, "CORE_APP_RESULT_BACKEND": self.result_backend}
+
+    def config(self) -> dict[str, str]:
+        """The same, for ``create_app``."""
+        return {"BROKER_URL": self.url, "RESULT_BACKEND": self.result_backend}
+
+    def waiting(self, queue: str) -> int:
+        """Messages on ``queue`` that no worker holds."""
+        if isinstance(self.server, RedisServer):
+            return int(self.server.client().llen(queue))
+        with Connection(self.url, connect_timeout=5) as connection:
+            return int(connection.default_channel.queue_declare(queue, passive=True).message_count)
+
+    def held(self, queue: str) -> int:
+        """Messages of ``queue`` delivered and not yet acknowledged (Redis: of any queue)."""
+        if isinstance(self.server, RedisServer):
+            return int(self.server.client().hlen("unacked"))
+        vhost = self.url.rpartition("/")[2] or "/"
+        rows = self.server.ctl("list_queues", "-q", "-p", vhost, "name", "messages_unacknowledged")
+        counts = dict(line.split("\t") for line in rows.splitlines() if "\t" in line)
+        return int(counts.get(queue, 0))
+
+
+@pytest.fixture(name="broker", params=BROKERS)
+def broker_fixture(request: pytest.FixtureRequest) -> Broker:
+    """The session's Redis (flushed), or a fresh vhost on the session's RabbitMQ node with
+    results on that Redis: every fault runs on both brokers."""
+    redis_url: str = request.getfixturevalue("redis_url")
+    if request.param == "redis":
+        return Broker("redis", redis_url, redis_url, request.getfixturevalue("redis_server"))
+    amqp_url: str = request.getfixturevalue("amqp_url")
+    return Broker("amqp", amqp_url, redis_url, request.getfixturevalue("rabbitmq_server"))
 
 
 @dataclass
@@ -67,11 +121,11 @@ def smtp_sink(delay: float = 0.0) -> Iterator[tuple[Sink, str]]:
 
 
 def email_worker_env(
-    broker_url: str, instance: Path, smtp_url: str, **more: object
+    broker: Broker, instance: Path, smtp_url: str, **more: object
 ) -> dict[str, str]:
     """The environment of a notifications worker that mails to ``smtp_url``, retrying fast."""
     return clean_env(
-        CORE_APP_BROKER_URL=broker_url,
+        **broker.env(),
         CORE_APP_INSTANCE_PATH=str(instance),
         CORE_APP_NOTIFICATIONS_SMTP_URL=smtp_url,
         CORE_APP_NOTIFICATIONS_RETRY_DELAY=0.2,
@@ -79,10 +133,10 @@ def email_worker_env(
     )
 
 
-def client_app(broker_url: str, instance: Path) -> Flask:
-    """An app in this process that publishes to ``broker_url`` (the web's side)."""
+def client_app(broker: Broker, instance: Path) -> Flask:
+    """An app in this process that publishes to ``broker`` (the web's side)."""
     rescan()
-    return create_app({"TESTING": True, "INSTANCE_PATH": str(instance), "BROKER_URL": broker_url})
+    return create_app({"TESTING": True, "INSTANCE_PATH": str(instance), **broker.config()})
 
 
 class Publisher(threading.Thread):

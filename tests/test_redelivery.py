@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 
 import pytest
-from faultkit import Publisher, client_app, email_worker_env, smtp_sink
+from faultkit import Publisher, broker_fixture, client_app, email_worker_env, smtp_sink  # noqa: F401
 from procs import REPO, clean_env, run_py, wait_for, worker, write_plugin_dist
 
 from core_app.celery_app import sweep_interval, visibility_timeout
 from core_app.config import DEFAULTS
-from core_app.servers import RedisServer
 
 # -- the visibility timeout ----------------------------------------------------------
 
@@ -107,16 +106,16 @@ def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def test_a_task_that_kills_its_worker_is_parked_after_max_deliveries_and_requeued(
-    redis_app, redis_url, crashy, tmp_path
+    broker, make_app, crashy, tmp_path
 ):
     env = clean_env(
-        CORE_APP_BROKER_URL=redis_url,
+        **broker.env(),
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_MAX_DELIVERIES=3,
     )
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(crashy), env.get("PYTHONPATH")]))
     journal, marker = tmp_path / "journal", tmp_path / "marker"
-    celery = redis_app.extensions["celery"]
+    celery = make_app(**broker.config()).extensions["celery"]
     proc = worker("crashy", env, tmp_path / "worker.log")
     try:
         result = celery.send_task(
@@ -158,23 +157,27 @@ TIME_LIMIT, COUNTDOWN = 10, 5
 
 
 @pytest.mark.faults
-def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_bound(tmp_path):
+def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_bound(broker, tmp_path):
+    """Redis redelivers a dead worker's messages after the visibility timeout (+ the
+    sweep): that is the bound. RabbitMQ redelivers them the moment the connection
+    closes: the test checks none is left held after each kill."""
     timeout = derived(TASK_TIME_LIMIT=TIME_LIMIT, MAX_COUNTDOWN=COUNTDOWN)
-    bound = timeout + sweep_interval(timeout)
-    redis_server = RedisServer(tmp_path / "redis").start()
+    bound = timeout + sweep_interval(timeout) if broker.kind == "redis" else 0
     workers = []
     kills: list[float] = []
+    returned: list[float] = []  # RabbitMQ: seconds from a kill to nothing held
     with smtp_sink() as (sink, smtp_url):
         env = email_worker_env(
-            redis_server.url,
+            broker,
             tmp_path / "worker",
             smtp_url,
             CORE_APP_TASK_TIME_LIMIT=TIME_LIMIT,
             CORE_APP_MAX_COUNTDOWN=COUNTDOWN,
         )
-        publisher = Publisher(client_app(redis_server.url, tmp_path / "client"), EMAILS)
+        publisher = Publisher(client_app(broker, tmp_path / "client"), EMAILS)
         try:
             publisher.run()  # all queued first; the worker works through them
+            started = time.monotonic()
             for number in range(KILLS + 1):
                 log = tmp_path / f"worker{number}.log"
                 workers.append(worker("notifications", env, log, "--concurrency", "2"))
@@ -184,6 +187,9 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
                 wait_for(lambda n=sent + 40: len(sink.received) >= n, timeout=60)
                 os.kill(workers[-1].pid, signal.SIGKILL)  # its pool processes die with it
                 kills.append(time.monotonic())
+                if broker.kind == "amqp":  # fails the test unless all are back within 10 s
+                    wait_for(lambda: broker.held("notifications") == 0, timeout=10)
+                    returned.append(time.monotonic() - kills[-1])
             published = set(publisher.published)
             wait_for(lambda: published <= set(sink.task_ids()), timeout=bound + 60)
         finally:
@@ -201,16 +207,18 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
             for proc in workers[:-1]:
                 proc.kill_group()
             workers[-1].stop()
-            redis_server.stop()
     arrived = sink.first_arrival()
     waits = {task_id: arrived[task_id] - publisher.published[task_id] for task_id in published}
     late = max(arrived[task_id] - kills[-1] for task_id in published)
     duplicates = len(sink.task_ids()) - len(arrived)
+    total = max(arrived.values()) - started
     print(
-        f"arrived {len(published & set(arrived))}/{EMAILS}, duplicates {duplicates}, "
-        f"max wait {max(waits.values()):.1f} s, last arrival {late:.1f} s after the last "
-        f"kill (visibility timeout {timeout} s, bound {bound} s)"
+        f"{broker.kind}: arrived {len(published & set(arrived))}/{EMAILS} in {total:.1f} s, "
+        f"duplicates {duplicates}, max wait {max(waits.values()):.1f} s, last arrival "
+        f"{late:.1f} s after the last kill (redelivery bound {bound} s)"
+        + (f", held messages back {max(returned):.1f} s after a kill at most" if returned else "")
     )
     assert published <= set(arrived)
-    assert late <= bound + 10, "every task held by a killed worker came back within the bound"
+    if broker.kind == "redis":
+        assert late <= bound + 10, "every task held by a killed worker came back in the bound"
     assert duplicates <= 2 * KILLS, "at most the tasks in flight at the kills ran twice"

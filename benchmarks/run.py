@@ -10,7 +10,9 @@ Flask app), startup (create_app against hand registration with 1..300 plugins), 
 against a bare Celery worker), latency (publish time inside a request, task end-to-end
 latency), worker_startup (``run.py worker X`` with 300 plugins installed, exec to ready,
 against a bare Celery worker), data (``GET /api/shop/users`` on PostgreSQL against
-hand-wired Flask + SQLAlchemy, and the outbox's cost on ``POST /api/shop/purchases``).
+hand-wired Flask + SQLAlchemy, and the outbox's cost on ``POST /api/shop/purchases``),
+api (request validation through a declared schema against the same checks by hand, in
+process; building the OpenAPI document for 300 plugins).
 Everything it starts (redis-server, gunicorn, Celery workers, an SMTP server, PostgreSQL)
 listens on 127.0.0.1 only and is stopped before it exits. Needs the host and the example
 plugins installed, gunicorn, aiosmtpd, redis-server and PostgreSQL (see
@@ -36,7 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, Result, machine_info, target_met
 
-SECTIONS = ("overhead", "startup", "offload", "throughput", "latency", "worker_startup", "data")
+SECTIONS = (
+    "overhead",
+    "startup",
+    "offload",
+    "throughput",
+    "latency",
+    "worker_startup",
+    "data",
+    "api",
+)
 INSTALL = (
     "pip install -e '.[postgresql]' -e plugins/shop -e plugins/notifications gunicorn aiosmtpd "
     "pytest && apt-get install -y redis-server postgresql"
@@ -109,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]:
     import data_bench
+    import schema_bench
     import startup
     import tasks_bench
     import web_bench
@@ -142,6 +154,9 @@ def run_sections(quick: bool, sections: set[str], workdir: Path) -> list[Result]
             assert redis_server is not None
             progress("7 plugin data (PostgreSQL)")
             results += data_bench.run(quick, workdir / "data", redis_server.url)
+        if "api" in sections:
+            progress("8 declared schemas and the API document")
+            results += schema_bench.run(quick)
     finally:
         if redis_server is not None:
             redis_server.stop()

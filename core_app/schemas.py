@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from flask import Response, current_app, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import BadRequest
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from .responses import json_error
 
@@ -99,7 +99,7 @@ def schema(
         @functools.wraps(view)
         def validated(*args: Any, **kwargs: Any) -> Any:
             errors: list[FieldError] = []
-            context = {"config": current_app.config}
+            context = {"config": current_app.config}  # for validators that need settings
             if validate_query is not None:
                 try:
                     kwargs["query"] = validate_query(_query_dict(), context=context)
@@ -163,16 +163,15 @@ def field_errors(location: str, exc: ValidationError) -> list[FieldError]:
 def _json_body() -> dict[str, Any] | FieldError:
     """The JSON object in the body, or why there is none. Malformed JSON, and JSON that
     the host refuses (too deep, not text: wrappers.py), say so in the error."""
-    if request.is_json:
-        try:
-            data = request.get_json()
-        except BadRequest as exc:
-            generic = exc.description == BadRequest.description  # Flask hides the cause
-            why = "not valid JSON" if generic else exc.description
-            return FieldError("body", "", f"{why}; {JSON_OBJECT}")
-        if isinstance(data, dict):
-            return data
-    return FieldError("body", "", JSON_OBJECT)
+    try:
+        data = request.get_json()
+    except UnsupportedMediaType:  # not application/json
+        return FieldError("body", "", JSON_OBJECT)
+    except BadRequest as exc:
+        generic = exc.description == BadRequest.description  # Flask hides the cause
+        why = "not valid JSON" if generic else exc.description
+        return FieldError("body", "", f"{why}; {JSON_OBJECT}")
+    return data if isinstance(data, dict) else FieldError("body", "", JSON_OBJECT)
 
 
 def _query_dict() -> dict[str, str | list[str]]:

@@ -2,6 +2,9 @@
 serves (``/openapi.json``), with every check but those that assume each schema-valid
 request is accepted. Zero failures is the bar; the summary line is printed.
 
+It runs twice: on a development server, and on the production deployment the README gives
+(with ``EXPOSE_API_DOCS``), where switched-off routes such as ``/plugins`` answer 404.
+
 Excluded checks and why are listed in EXCLUDED_CHECKS and in docs/testing-the-api.md.
 Bodies that no schema describes (raw bytes, form and text bodies) are fuzzed by
 test_request_parsing.py; deep nesting and lone surrogates by test_responses.py.
@@ -17,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from procs import Proc, clean_env
-from test_deployment import readme_gunicorn_command
+from test_deployment import _db_upgrade, _production_env, readme_gunicorn_command
 
 from core_app.testing import free_port
 
@@ -49,12 +52,21 @@ def answers(url: str) -> bool:
         return False
 
 
+def server_env(deployment: str, tmp_path: Path, redis_url: str) -> dict[str, str]:
+    if deployment == "development":
+        return clean_env(CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(tmp_path))
+    env = _production_env(tmp_path, redis_url, CORE_APP_EXPOSE_API_DOCS="true")
+    _db_upgrade(env)
+    return env
+
+
+@pytest.mark.parametrize("deployment", ["development", "production"])
 def test_schemathesis_finds_no_failure(
-    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+    deployment: str, tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = clean_env(CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(tmp_path / "i"))
+    env = server_env(deployment, tmp_path, redis_url)
     server = Proc(gunicorn_command(port), env, tmp_path / "gunicorn.log")
     server.start(lambda: answers(base + "/openapi.json"))
     try:
@@ -67,7 +79,7 @@ def test_schemathesis_finds_no_failure(
                 *("--generation-database", "none", "--request-timeout", "10"),
                 *("--output-truncate", "false"),
             ],
-            cwd=tmp_path,  # its reports and caches stay out of the repository
+            cwd=tmp_path,  # its reports stay out of the repository
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT,
@@ -77,6 +89,7 @@ def test_schemathesis_finds_no_failure(
     assert run.returncode == 0, run.stdout + run.stderr + server.tail()
     cases = re.search(r"^ *(\d+ generated, (\d+) passed.*)$", run.stdout, re.MULTILINE)
     assert cases, run.stdout
+    final = run.stdout.strip().splitlines()[-1].strip("= ")
     with capsys.disabled():  # in CI's log, not only on failure
-        print(f"\nschemathesis: {cases[1]}; {run.stdout.strip().splitlines()[-1].strip('= ')}")
+        print(f"\nschemathesis ({deployment}): {cases[1]}; {final}")
     assert int(cases[2]) >= 100, run.stdout  # it did test something

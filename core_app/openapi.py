@@ -27,11 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule, parse_converter_args
 
 from .builtins import BUILTIN_NAME
@@ -41,6 +39,9 @@ from .plugins import PluginHost
 from .records import AUTOMATIC_METHODS
 from .routes import APP, RULE_PART, label
 from .schemas import VALIDATION_STATUS, Declaration, declaration_of
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 OPENAPI_VERSION = "3.1.0"
 #: Where the document, and its JSON text, are kept in ``app.extensions`` once built.
@@ -360,6 +361,9 @@ class _Models:
 
 
 def _model_schemas(operations: list[Operation]) -> _Models:
+    from pydantic import BaseModel
+    from pydantic.json_schema import models_json_schema
+
     wanted: dict[str, dict[tuple[type[BaseModel], str], None]] = {}
     for op in operations:
         if op.declaration is None:

@@ -11,8 +11,10 @@ declaration:
   running the view;
 - the OpenAPI document (:mod:`core_app.openapi`) reads the declaration from the view.
 
-Everything costly (pydantic's validators, the JSON schemas) is built when the module is
-imported; a request costs the validation itself and a few attribute lookups.
+Everything costly (pydantic's validators, the JSON schemas) is built when the view's
+module is imported; a request costs the validation itself and a few attribute lookups.
+pydantic itself is imported by the first declaration, not by ``import core_app``: a
+process whose plugins declare nothing (a worker, a command) does not pay for it.
 Validators may read the app's configuration from ``info.context["config"]``.
 """
 
@@ -21,13 +23,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Response, current_app, request
-from pydantic import BaseModel, ValidationError
 from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from .responses import json_error
+
+if TYPE_CHECKING:  # pydantic is imported by the first schema(): a worker may never need it
+    from pydantic import BaseModel, ValidationError
 
 #: The one status of a request that does not match its declared schema, for every plugin.
 VALIDATION_STATUS = 400
@@ -81,6 +85,8 @@ def schema(
     Put it under the route decorator: ``@blueprint.post("/users")`` then ``@schema(...)``.
     ``summary`` and ``description`` default to the view docstring's first line and rest.
     """
+    from pydantic import BaseModel, ValidationError
+
     for name, model in (("body", body), ("query", query), *_responses(responses or {})):
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise TypeError(f"schema({name}=...) takes a pydantic model class, not {model!r}")

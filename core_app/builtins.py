@@ -25,6 +25,7 @@ from flask import Blueprint, Flask, Response, abort, current_app, jsonify
 
 from .discovery import HOST_DISTRIBUTION, PluginSource, host_version
 from .hookspecs import hookimpl
+from .schemas import schema
 
 if TYPE_CHECKING:
     from sqlalchemy import MetaData
@@ -76,14 +77,18 @@ def core_app_migrations() -> Path:
     return Path(__file__).with_name("host_migrations")
 
 
+@schema(responses={200: None})
 def health() -> Response:
+    """Liveness: 200 whenever the process serves."""
     body: dict[str, object] = {"status": "ok"}
     if current_app.config["EXPOSE_HEALTH_DETAILS"]:
         body["version"] = host_version()
     return jsonify(body)
 
 
+@schema(responses={200: None, 503: "The same report, status unavailable."})
 def ready() -> tuple[Response, int]:
+    """Readiness: each check and plugin; 503 when something the app needs is down."""
     host = current_app.extensions["core_app"]
     details = bool(current_app.config["EXPOSE_HEALTH_DETAILS"])
     checks: dict[str, dict[str, object]] = {}
@@ -125,14 +130,18 @@ def _run_check(label: str, check: Callable[[], object]) -> dict[str, object]:
     return {"ok": True}
 
 
+@schema(responses={200: None, 404: None})
 def plugins() -> Response:
+    """The plugin report (404 unless EXPOSE_PLUGINS)."""
     if not current_app.config["EXPOSE_PLUGINS"]:
         abort(404)
     host = current_app.extensions["core_app"]
     return jsonify([record.as_dict() for record in host.plugins()])
 
 
+@schema(responses={200: None, 404: None})
 def openapi() -> Response:
+    """This document (404 unless EXPOSE_API_DOCS)."""
     if not current_app.config["EXPOSE_API_DOCS"]:
         abort(404)
     from .openapi import openapi_json

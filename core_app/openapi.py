@@ -297,7 +297,9 @@ def _operation(
     return entry
 
 
-def _response(status: int, model: type[BaseModel] | None, models: _Models) -> dict[str, Any]:
+def _response(status: int, model: type[BaseModel] | str | None, models: _Models) -> dict[str, Any]:
+    if isinstance(model, str):
+        return {"description": model}
     if model is not None:
         return {
             "description": _phrase(status),
@@ -372,9 +374,9 @@ def _model_schemas(operations: list[Operation]) -> _Models:
         for model in (op.declaration.body, op.declaration.query):
             if model is not None:
                 models[(model, "validation")] = None
-        for model in op.declaration.responses.values():
-            if model is not None:
-                models[(model, "serialization")] = None
+        for answer in op.declaration.responses.values():
+            if answer is not None and not isinstance(answer, str):
+                models[(answer, "serialization")] = None
     found = _Models({}, {})
     for owner, models in wanted.items():
         template = f"{_SCHEMAS}{owner}.{{model}}"

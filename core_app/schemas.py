@@ -13,8 +13,8 @@ declaration:
 
 Everything costly (pydantic's validators, the JSON schemas) is built when the view's
 module is imported; a request costs the validation itself and a few attribute lookups.
-pydantic itself is imported by the first declaration, not by ``import core_app``: a
-process whose plugins declare nothing (a worker, a command) does not pay for it.
+pydantic itself is imported by the first declaration that names a model, not by
+``import core_app``: a process whose plugins declare none does not pay for it.
 Validators may read the app's configuration from ``info.context["config"]``.
 """
 
@@ -48,7 +48,7 @@ class Declaration:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     #: Status code -> response model (None: no body, or the host's error body for >= 400).
-    responses: Mapping[int, type[BaseModel] | None] = field(default_factory=dict)
+    responses: Mapping[int, type[BaseModel] | str | None] = field(default_factory=dict)
     #: An explicit operationId; unique across every plugin (checked at start-up).
     operation_id: str | None = None
     summary: str | None = None
@@ -75,7 +75,7 @@ def schema(
     *,
     body: type[BaseModel] | None = None,
     query: type[BaseModel] | None = None,
-    responses: Mapping[int, type[BaseModel] | None] | None = None,
+    responses: Mapping[int, type[BaseModel] | str | None] | None = None,
     operation_id: str | None = None,
     summary: str | None = None,
     description: str | None = None,
@@ -83,13 +83,19 @@ def schema(
     """Declare a view's request body, query string and responses (see the module doc).
 
     Put it under the route decorator: ``@blueprint.post("/users")`` then ``@schema(...)``.
-    ``summary`` and ``description`` default to the view docstring's first line and rest.
+    ``responses`` maps a status to a model (its JSON body), a description (a body the
+    document does not describe), or None (no body; for an error status, the host's JSON
+    error body). ``summary`` and ``description`` default to the view's docstring.
     """
-    from pydantic import BaseModel, ValidationError
-
-    for name, model in (("body", body), ("query", query), *_responses(responses or {})):
-        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+    for name, model in (("body", body), ("query", query)):
+        if model is not None and not _is_model(model):
             raise TypeError(f"schema({name}=...) takes a pydantic model class, not {model!r}")
+    for status, answer in (responses or {}).items():
+        if not (answer is None or isinstance(answer, str) or _is_model(answer)):
+            raise TypeError(
+                f"schema(responses={{{status}: ...}}) takes a pydantic model class, a "
+                f"description or None, not {answer!r}"
+            )
 
     declaration = Declaration(
         body, query, dict(responses or {}), operation_id, summary, description
@@ -99,6 +105,8 @@ def schema(
         if body is None and query is None:  # nothing to validate: the view as it is
             setattr(view, DECLARATION, declaration)
             return view
+        from pydantic import ValidationError
+
         validate_body = body.__pydantic_validator__.validate_python if body else None
         validate_query = query.__pydantic_validator__.validate_python if query else None
 
@@ -187,5 +195,7 @@ def _query_dict() -> dict[str, str | list[str]]:
     }
 
 
-def _responses(responses: Mapping[int, Any]) -> list[tuple[str, Any]]:
-    return [(f"responses[{status}]", model) for status, model in responses.items()]
+def _is_model(model: object) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(model, type) and issubclass(model, BaseModel)

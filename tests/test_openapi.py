@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import types
 from importlib.metadata import version
 
@@ -72,6 +74,25 @@ def test_the_document_validates_and_tags_each_example_plugin_with_its_version(tm
     host = operations(document, "core_app")
     for path in ("/health", "/ready", "/plugins", "/openapi.json", "/docs"):
         assert ("GET", path) in host
+    assert host[("GET", "/plugins")]["responses"]["404"] == {
+        "$ref": "#/components/responses/NotFound"
+    }
+    ready = host[("GET", "/ready")]["responses"]["503"]
+    assert set(ready) == {"description"}  # its own report, not the error body
+
+
+def test_an_app_whose_plugins_declare_no_model_never_imports_pydantic(tmp_path):
+    script = (
+        "import sys\n"
+        "from core_app import create_app\n"
+        f"app = create_app({{'INSTANCE_PATH': {str(tmp_path)!r}, 'PLUGINS': []}})\n"
+        "assert app.test_client().get('/ready').status_code == 200\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert found.stdout.strip() == "[]", found.stdout + found.stderr
 
 
 def test_routes_without_declarations_are_listed_with_typed_path_parameters(tmp_path):

@@ -132,3 +132,8 @@ def test_the_declaration_describes_the_operation(client):
 def test_schema_takes_model_classes_only(bad):
     with pytest.raises(TypeError, match="pydantic model class"):
         schema(body=bad)
+    with pytest.raises(TypeError, match="pydantic model class"):
+        schema(query=bad)
+    if not isinstance(bad, str):  # a description is a valid response
+        with pytest.raises(TypeError, match="pydantic model class, a description or None"):
+            schema(responses={200: bad})

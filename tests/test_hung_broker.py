@@ -1,27 +1,27 @@
 """A broker that accepts connections but never answers (SIGSTOP) does not tie up the web.
 
-A frozen redis-server still completes TCP handshakes (the kernel does), so connect
-timeouts never fire; only read timeouts bound a request. Before, an email POST answered
-503 after 6-8 s (a 2 s read timeout, tried three times) and /ready after 2 s. The web
-process now waits at most 0.3 s for any reply (core_app.celery_app.web_timeouts).
+A frozen redis-server or RabbitMQ node still completes TCP handshakes (the kernel does),
+so connect timeouts never fire; only read timeouts bound a request (RabbitMQ: the AMQP
+handshake and the publisher confirm are reads too). Before, an email POST on Redis
+answered 503 after 6-8 s (a 2 s read timeout, tried three times) and /ready after 2 s.
+The web process now waits at most 0.3 s for any reply (core_app.celery_app.web_timeouts).
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from faultkit import broker_fixture  # noqa: F401 (the broker fixture)
 from procs import Proc, clean_env
 from test_deployment import readme_gunicorn_command
 
 from core_app import Role, create_app
 from core_app.celery_app import WEB_SOCKET_TIMEOUT
-from core_app.servers import RedisServer, free_port, wait_until
+from core_app.servers import free_port, wait_until
 
 EMAIL = {"to": "ada@example.org", "subject": "Hello", "body": "Hi."}
 #: What the issue asks: publishing requests and /ready answer within about a second.
@@ -47,21 +47,20 @@ def test_web_processes_wait_less_for_redis_than_workers(tmp_path, redis_url):
 
 
 @pytest.mark.faults
-def test_a_frozen_redis_gets_503_within_a_second_and_health_stays_instant(tmp_path):
-    redis_server = RedisServer(tmp_path / "redis").start()
+def test_a_frozen_broker_gets_503_within_a_second_and_health_stays_instant(broker, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = readme_gunicorn_command()  # gthread, as the README deploys it
     command[command.index("--bind") + 1] = f"127.0.0.1:{port}"
-    env = clean_env(CORE_APP_BROKER_URL=redis_server.url, CORE_APP_INSTANCE_PATH=str(tmp_path))
+    env = clean_env(**broker.env(), CORE_APP_INSTANCE_PATH=str(tmp_path))
     server = Proc([sys.executable, "-m", *command], env, tmp_path / "gunicorn.log")
     server.start(lambda: _healthy(base))
     try:
         wait_until(lambda: server.output().count("Booting worker") >= 2, timeout=30)
-        for _ in range(8):  # the workers hold connections to Redis from now on
+        for _ in range(8):  # the workers hold connections to the broker from now on
             assert requests.post(base + "/api/notifications/emails", json=EMAIL).status_code == 202
 
-        os.kill(redis_server.process.pid, signal.SIGSTOP)
+        broker.server.freeze()
         try:
             for _ in range(3):
                 status, took = timed("POST", base + "/api/notifications/emails", json=EMAIL)
@@ -74,18 +73,17 @@ def test_a_frozen_redis_gets_503_within_a_second_and_health_stays_instant(tmp_pa
                     pool.submit(timed, "POST", base + "/api/notifications/emails", json=EMAIL)
                     for _ in range(16)
                 ]
-                time.sleep(0.5)  # every one of them sent, and waiting for Redis
+                time.sleep(0.5)  # every one of them sent, and waiting for the broker
                 health = [timed("GET", base + "/health") for _ in range(5)]
                 answers = [post.result() for post in posts]
             assert all(status == 200 and took < HEALTH_WITHIN for status, took in health), health
             assert all(status == 503 and took < PUBLISH_WITHIN for status, took in answers), answers
         finally:
-            os.kill(redis_server.process.pid, signal.SIGCONT)
+            broker.server.thaw()
         wait_until(lambda: _accepted(base), timeout=10)  # the same processes, no restart
         assert requests.get(base + "/ready").status_code == 200
     finally:
         server.stop()
-        redis_server.stop()
 
 
 def _healthy(base: str) -> bool:

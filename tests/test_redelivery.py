@@ -156,7 +156,20 @@ KILLS = 5
 TIME_LIMIT, COUNTDOWN = 10, 5
 
 
+#: core_app.inbox.once skips (Ignore, which acknowledges) a delivery whose id another
+#: delivery claimed less than TASK_TIME_LIMIT + 30 s ago. RabbitMQ delivers a killed
+#: worker's running task again at once, inside that lease, so that email is dropped. The
+#: fix belongs in inbox.py (retry after the lease's remaining time instead of Ignore).
+INBOX_LEASE_DROPS = pytest.mark.xfail(
+    reason="core_app.inbox drops a delivery that arrives inside the dead claim's lease",
+    strict=True,
+)
+
+
 @pytest.mark.faults
+@pytest.mark.parametrize(
+    "broker", ["redis", pytest.param("amqp", marks=INBOX_LEASE_DROPS)], indirect=True
+)
 def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_bound(broker, tmp_path):
     """Redis redelivers a dead worker's messages after the visibility timeout (+ the
     sweep): that is the bound. RabbitMQ redelivers them the moment the connection
@@ -191,7 +204,8 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
                     wait_for(lambda: broker.held("notifications") == 0, timeout=10)
                     returned.append(time.monotonic() - kills[-1])
             published = set(publisher.published)
-            wait_for(lambda: published <= set(sink.task_ids()), timeout=bound + 60)
+            # The backlog left after the last kill (about 300 emails) takes most of this.
+            wait_for(lambda: published <= set(sink.task_ids()), timeout=max(bound, 60) + 60)
         finally:
             missing = sorted(set(publisher.published) - set(sink.task_ids()))
             seen = {

@@ -1,5 +1,5 @@
 """Workers per plugin: ``python run.py worker PLUGIN`` consumes that plugin's queue only
-and imports that plugin's task modules only."""
+and imports that plugin's task modules only, on Redis and on RabbitMQ."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from faultkit import broker_fixture  # noqa: F401 (the broker fixture)
 from procs import REPO, clean_env, run_py, worker
 
 from core_app import send_task
@@ -44,21 +45,20 @@ def inspect(env: dict[str, str], command: str, *destinations: str) -> dict[str, 
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def test_a_plugin_worker_leaves_other_plugins_tasks_queued(
-    redis_app, redis_url, redis_server, tmp_path
-):
+def test_a_plugin_worker_leaves_other_plugins_tasks_queued(broker, make_app, tmp_path):
     def env(name: str) -> dict[str, str]:
-        return clean_env(CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(tmp_path / name))
+        return clean_env(**broker.env(), CORE_APP_INSTANCE_PATH=str(tmp_path / name))
 
-    celery = redis_app.extensions["celery"]
+    app = make_app(**broker.config())
+    celery = app.extensions["celery"]
     shop = worker("shop", env("shop"), tmp_path / "shop.log")
     try:
-        with redis_app.app_context():
+        with app.app_context():
             email = send_task("notifications.send_email", kwargs=EMAIL)
             summary = send_task("shop.daily_sales_summary", ignore_result=False)
         assert summary.get(timeout=20) == {"hours": 24, "purchases": 0, "total_cents": 0}
         time.sleep(1.5)  # the shop worker has been consuming for a while now
-        assert redis_server.client().llen("notifications") == 1
+        assert broker.waiting("notifications") == 1
         assert celery.AsyncResult(email.id).state == "PENDING"
 
         notifications = worker("notifications", env("notifications"), tmp_path / "n.log")

@@ -1,4 +1,4 @@
-"""Fake installed plugin distributions, and the checks every plugin refusal must pass.
+"""Fake installed plugin distributions and the sources of their plugin modules.
 
 A fake distribution is what pip would leave behind, minus pip (written by
 :func:`core_app.testing.write_plugin_dist`): a ``*.dist-info`` directory beside the
@@ -11,15 +11,12 @@ puts on ``sys.path``.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from flask import Flask
 
 from core_app.testing import clean_env, write_plugin_dist
 
@@ -147,73 +144,20 @@ def config(tmp_path: Path, plugins: Iterable[str] | None, **extra: Any) -> dict[
     }
 
 
-# -- refusals ---------------------------------------------------------------------------
+def needs_source(dependencies: Mapping[str, str]) -> str:
+    """Module source of a ``core_app_dependencies`` returning ``dependencies``."""
+    return f"""
+    @hookimpl
+    def core_app_dependencies():
+        return {dict(dependencies)!r}
+    """
 
 
-@dataclass
-class Refusal:
-    """A broken setup: which plugins must be refused, with which error, and who survives."""
-
-    #: Plugins that must fail, with the distribution each comes from.
-    bad: dict[str, FakeDist]
-    error: type[Exception]
-    #: Plugins that must keep serving: name -> URL of a route answering 200.
-    survivors: dict[str, str]
-    #: The allowlist (PLUGINS) for the app.
-    plugins: list[str]
-    #: Texts the error message must contain (besides plugin, distribution, version).
-    says: list[str] = field(default_factory=list)
-    #: URLs of the bad plugins' routes, which must not answer 200 in lenient mode.
-    bad_urls: list[str] = field(default_factory=list)
-
-
-def check_strict_refusal(refusal: Refusal, error: Exception) -> None:
-    """The error create_app raised in strict mode names the plugin, its origin and a fix."""
-    assert type(error) is refusal.error, f"{type(error).__name__}: {error}"
-    message = str(error)
-    plugin = getattr(error, "plugin", None)
-    assert plugin in refusal.bad, message
-    dist = refusal.bad[plugin]
-    assert repr(plugin) in message
-    assert dist.name in message
-    assert dist.version in message
-    assert "Fix:" in message
-    fix = message.split("Fix:", 1)[1].strip()
-    assert fix, f"the fix is empty: {message}"
-    for text in refusal.says:
-        assert text in message, f"{text!r} not in {message!r}"
-
-
-def check_lenient_skip(refusal: Refusal, app: Flask) -> None:
-    """In lenient mode the bad plugins are reported as failed and the rest serve."""
-    client = app.test_client()
-    for name, url in refusal.survivors.items():
-        response = client.get(url)
-        assert response.status_code == 200, (name, response.get_data(as_text=True))
-        assert response.get_json() == {"plugin": name}
-    for url in refusal.bad_urls:
-        assert client.get(url).status_code != 200, url
-
-    result = app.test_cli_runner().invoke(args=["plugins", "--json"])
-    assert result.exit_code == 0, result.output
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    for name, dist in refusal.bad.items():
-        row = rows[name]
-        assert row["status"] == "failed", row
-        assert row["distribution"] == dist.name
-        assert row["version"] == dist.version
-        assert repr(name) in row["error"] and "Fix:" in row["error"], row
-        for text in refusal.says:
-            assert text in row["error"], (text, row["error"])
-    for name in refusal.survivors:
-        assert rows[name]["status"] == "loaded", rows[name]
-
-    ready = client.get("/ready")
-    assert ready.status_code == 200, ready.get_json()
-    body = ready.get_json()
-    failed = {entry["name"]: entry["error"] for entry in body["plugins"]["failed"]}
-    assert set(refusal.bad) <= set(failed), failed
-    for name in refusal.bad:
-        assert failed[name] == rows[name]["error"]
-    assert set(refusal.survivors) <= set(body["plugins"]["loaded"])
-    assert not set(refusal.bad) & set(body["plugins"]["loaded"])
+def ready_recorder_source(name: str) -> str:
+    """Module source whose ``core_app_ready`` appends ``name`` to
+    ``app.extensions["ready_calls"]``: the order plugins were told the app is ready."""
+    return f"""
+    @hookimpl
+    def core_app_ready(app):
+        app.extensions.setdefault("ready_calls", []).append({name!r})
+    """

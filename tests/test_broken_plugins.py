@@ -1,313 +1,75 @@
-"""Every kind of broken plugin, as an operator meets it: through ``python run.py``.
+"""Every kind of broken plugin (tests/broken_plugins.py), run two ways.
 
-Each kind is a set of fake installed distributions (tests/fakes.py) put on PYTHONPATH
-beside a healthy plugin, ``good``. For each kind, real subprocesses show that
+In-process: ``create_app`` over fake installed distributions. Strict
+(``PLUGIN_ERRORS=raise``) raises the scenario's ``PluginError`` subclass naming plugin,
+distribution, version and a fix; lenient (``skip``) serves the rest, lists the refused
+plugins as failed in ``plugins --json`` and ``/ready``, and keeps nothing of them.
 
-- lenient (``CORE_APP_PLUGIN_ERRORS=skip``): ``run.py plugins --json`` lists the broken
-  plugin as failed, with an error naming plugin, distribution, version and a fix, and
-  the healthy one loaded; ``/ready`` answers 200 and lists it under ``plugins.failed``;
-  the healthy plugin's route answers 200 and the broken plugin's routes do not;
-- strict (``CORE_APP_PLUGIN_ERRORS=raise``): ``run.py plugins`` exits 1 and prints
-  ``core_app refused to start.`` and one readable paragraph, never a traceback;
-- the doctor (``python -m core_app.doctor --json``, run once over every kind together)
-  reports it failed.
-
-The subprocesses of every kind run concurrently, started once for the module.
+As an operator meets them, through real ``python run.py`` processes with the fakes on
+PYTHONPATH: strict, ``run.py routes`` exits 1 with ``core_app refused to start.`` and one
+readable paragraph, never a traceback; lenient, the app ``run.py`` builds answers /ready
+with them failed while the healthy plugins serve; ``run.py plugins check --json`` (the
+doctor), once over most scenarios together, reports them failed. The subprocesses of
+every scenario start at once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakes import FakeDist, blueprint_source, make_plugin_dist
+from broken_plugins import (
+    SCENARIOS,
+    Scenario,
+    check_answers,
+    check_lenient_app,
+    check_message,
+    check_ready,
+    check_rows,
+)
+from fakes import FakeDist, config, make_plugin_dist
+from procs import REPO
 
-from core_app.discovery import host_version
+from core_app import PluginError, create_app
+from core_app.testing import clean_env, run_command
 
-REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 120
 HEADER = "core_app refused to start."
 
-
-@dataclass
-class Kind:
-    """One broken setup."""
-
-    #: Plugins that must fail -> the distribution their error names.
-    bad: dict[str, FakeDist]
-    #: Texts every error of the kind contains (besides plugin, distribution, version).
-    says: list[str]
-    #: Other fake distributions of the setup (the other side of a conflict...).
-    others: list[FakeDist] = field(default_factory=list)
-    #: Plugins besides ``good`` that keep serving: name -> URL answering 200.
-    survivors: dict[str, str] = field(default_factory=dict)
-    #: URLs of the broken plugins' routes, which must not answer 200.
-    bad_urls: list[str] = field(default_factory=list)
-    #: Extra environment.
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def dists(self) -> list[FakeDist]:
-        return [*self.bad.values(), *self.others]
-
-    @property
-    def plugins(self) -> list[str]:
-        return sorted({"good", *(d.plugin for d in self.dists)})
+# -- in-process -------------------------------------------------------------------------
 
 
-def _needs(*names: str) -> str:
-    deps = ", ".join(f'"{name}": ""' for name in names)
-    return f"""
-    @hookimpl
-    def core_app_dependencies():
-        return {{{deps}}}
-    """
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_in_process_strict_refuses_it_by_name_distribution_version_and_fix(
+    fake_dist, tmp_path, name
+):
+    scenario = SCENARIOS[name](fake_dist)
+    strict = config(tmp_path, scenario.plugins, PLUGIN_ERRORS="raise", **scenario.settings)
+    with pytest.raises(PluginError) as info:
+        create_app(strict)
+    error = info.value
+    assert type(error) is scenario.error, f"{type(error).__name__}: {error}"
+    assert error.plugin in scenario.bad, str(error)
+    check_message(str(error), error.plugin, scenario.bad[error.plugin], scenario.says)
 
 
-def _package(name: str, tasks: str) -> dict[str, str]:
-    """Files of a plugin package ``core_app_fake_<name>``: a blueprint and ``tasks.py``."""
-    return {
-        f"core_app_fake_{name}/__init__.py": blueprint_source(name),
-        f"core_app_fake_{name}/tasks.py": tasks,
-    }
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_in_process_lenient_reports_it_and_serves_the_rest(fake_dist, tmp_path, name):
+    scenario = SCENARIOS[name](fake_dist)
+    if scenario.served_before:
+        create_app(config(tmp_path, scenario.served_before, PLUGIN_ERRORS="skip"))
+    lenient = config(tmp_path, scenario.plugins, PLUGIN_ERRORS="skip", **scenario.settings)
+    check_lenient_app(scenario, create_app(lenient))
 
 
-def _grab_route(rule: str) -> str:
-    """Module source whose blueprint adds ``rule`` to the app itself, outside the prefix."""
-    return f"""
-    def _grab(state):
-        state.app.add_url_rule({rule!r}, "grabbed", lambda: {{"plugin": "grabbed"}})
+# -- through python run.py --------------------------------------------------------------
 
-
-    blueprint.record(_grab)
-    """
-
-
-# -- the kinds -------------------------------------------------------------------------
-
-
-def entry_point_to_missing_module(root: Path) -> Kind:
-    bad = make_plugin_dist(root, "ghost", "", target="no_such_module_for_core_app", version="0.1")
-    return Kind({"ghost": bad}, ["no_such_module_for_core_app", "points at nothing"])
-
-
-def entry_point_to_missing_attribute(root: Path) -> Kind:
-    source = blueprint_source("hollow")
-    bad = make_plugin_dist(root, "hollow", source, target="{module}:no_such_attribute")
-    return Kind(
-        {"hollow": bad}, ["no_such_attribute", "points at nothing"], bad_urls=["/api/hollow/ping"]
-    )
-
-
-def module_raises_on_import(root: Path) -> Kind:
-    source = blueprint_source("explodes") + "\nraise RuntimeError('kaboom at import')\n"
-    bad = make_plugin_dist(root, "explodes", source, version="0.4")
-    return Kind(
-        {"explodes": bad}, ["RuntimeError", "kaboom at import"], bad_urls=["/api/explodes/ping"]
-    )
-
-
-def hook_raises(root: Path) -> Kind:
-    body = """
-    @hookimpl
-    def core_app_blueprint(app):
-        raise ValueError("no blueprint today")
-    """
-    bad = make_plugin_dist(root, "raiser", blueprint_source("raiser", body=body, hook=False))
-    return Kind(
-        {"raiser": bad},
-        ["core_app_blueprint", "ValueError", "no blueprint today"],
-        bad_urls=["/api/raiser/ping"],
-    )
-
-
-def hook_returns_wrong_type(root: Path) -> Kind:
-    body = """
-    @hookimpl
-    def core_app_blueprint(app):
-        return "/api/stringly"
-    """
-    bad = make_plugin_dist(root, "stringly", blueprint_source("stringly", body=body, hook=False))
-    return Kind({"stringly": bad}, ["not a flask.Blueprint"], bad_urls=["/api/stringly/ping"])
-
-
-def blueprint_without_prefix(root: Path) -> Kind:
-    bad = make_plugin_dist(root, "noprefix", blueprint_source("noprefix", ""))
-    return Kind({"noprefix": bad}, ["url_prefix", "PLUGIN_URL_PREFIXES"], bad_urls=["/ping"])
-
-
-def prefix_at_root(root: Path) -> Kind:
-    bad = make_plugin_dist(root, "rooted", blueprint_source("rooted", "/"))
-    return Kind({"rooted": bad}, ["'/'", "host"], bad_urls=["/ping"])
-
-
-def prefix_over_host_route(root: Path) -> Kind:
-    bad = make_plugin_dist(root, "overhost", blueprint_source("overhost", "/health"))
-    return Kind({"overhost": bad}, ["'/health'", "host route"], bad_urls=["/health/ping"])
-
-
-def two_plugins_one_prefix(root: Path) -> Kind:
-    first = make_plugin_dist(root, "prefix_a", blueprint_source("prefix_a", "/api/shared"))
-    second = make_plugin_dist(root, "prefix_b", blueprint_source("prefix_b", "/api/shared"))
-    # Neither served here before (no mounted.json), so neither takes the place.
-    return Kind(
-        {"prefix_a": first, "prefix_b": second},
-        ["its prefix '/api/shared' overlaps '/api/shared' of plugin 'prefix_"],
-        bad_urls=["/api/shared/ping"],
-    )
-
-
-def two_distributions_one_name(root: Path) -> Kind:
-    source = blueprint_source("twin")
-    one = make_plugin_dist(root, "twin", source, dist_name="core-app-twin-a", version="1.0")
-    two = make_plugin_dist(root, "twin", source, dist_name="core-app-twin-b", version="2.0")
-    return Kind(
-        {"twin": one},
-        ["core-app-twin-a 1.0", "core-app-twin-b 2.0"],
-        others=[two],
-        bad_urls=["/api/twin/ping"],
-    )
-
-
-def two_plugins_one_blueprint_name(root: Path) -> Kind:
-    first = make_plugin_dist(root, "bp_first", blueprint_source("bp_first", blueprint="shared"))
-    second = make_plugin_dist(root, "bp_second", blueprint_source("bp_second", blueprint="shared"))
-    return Kind(
-        {"bp_first": first, "bp_second": second},
-        ["blueprint", "'shared'", "plugin 'bp_"],
-        bad_urls=["/api/bp_first/ping", "/api/bp_second/ping"],
-    )
-
-
-def one_url_rule_from_two_plugins(root: Path) -> Kind:
-    owner = make_plugin_dist(root, "rule_owner", blueprint_source("rule_owner"))
-    source = blueprint_source("rule_taker", body=_grab_route("/api/rule_owner/ping"))
-    taker = make_plugin_dist(root, "rule_taker", source)
-    return Kind(
-        {"rule_taker": taker},
-        ["GET /api/rule_owner/ping", "plugin 'rule_owner'"],
-        others=[owner],
-        survivors={"rule_owner": "/api/rule_owner/ping"},
-        bad_urls=["/api/rule_taker/ping"],
-    )
-
-
-def task_module_fails_to_import(root: Path) -> Kind:
-    files = _package("taskfail", "raise ImportError('tasks need a missing library')\n")
-    bad = make_plugin_dist(root, "taskfail", target="core_app_fake_taskfail", files=files)
-    return Kind(
-        {"taskfail": bad},
-        ["'core_app_fake_taskfail.tasks'", "tasks need a missing library"],
-        bad_urls=["/api/taskfail/ping"],
-    )
-
-
-def one_task_name_from_two_plugins(root: Path) -> Kind:
-    tasks = """
-    from celery import shared_task
-
-
-    @shared_task(name="dup_a.same")
-    def same():
-        return "same"
-    """
-    first = make_plugin_dist(
-        root, "dup_a", target="core_app_fake_dup_a", files=_package("dup_a", tasks)
-    )
-    second = make_plugin_dist(
-        root, "dup_b", target="core_app_fake_dup_b", files=_package("dup_b", tasks)
-    )
-    return Kind(
-        {"dup_b": second},
-        ["'dup_a.same'"],
-        others=[first],
-        survivors={"dup_a": "/api/dup_a/ping"},
-        bad_urls=["/api/dup_b/ping"],
-    )
-
-
-def host_version_excluded(root: Path) -> Kind:
-    source = blueprint_source("future")
-    bad = make_plugin_dist(root, "future", source, requires="core-app>=99", version="9.0")
-    return Kind(
-        {"future": bad},
-        ["core-app>=99", f"core-app {host_version()}"],
-        bad_urls=["/api/future/ping"],
-    )
-
-
-def misspelt_hook(root: Path) -> Kind:
-    body = """
-    @hookimpl
-    def core_app_blueprints(app):
-        return [blueprint]
-    """
-    bad = make_plugin_dist(root, "typo", blueprint_source("typo", body=body), version="0.6")
-    return Kind(
-        {"typo": bad}, ["core_app_blueprints", "does not exist"], bad_urls=["/api/typo/ping"]
-    )
-
-
-def dependency_cycle(root: Path) -> Kind:
-    chicken = make_plugin_dist(root, "chicken", blueprint_source("chicken", body=_needs("egg")))
-    egg = make_plugin_dist(root, "egg", blueprint_source("egg", body=_needs("chicken")))
-    return Kind(
-        {"chicken": chicken, "egg": egg},
-        ["cycle"],
-        bad_urls=["/api/chicken/ping", "/api/egg/ping"],
-    )
-
-
-def missing_dependency(root: Path) -> Kind:
-    source = blueprint_source("needy", body=_needs("nowhere_plugin"))
-    bad = make_plugin_dist(root, "needy", source, version="1.3")
-    return Kind({"needy": bad}, ["'nowhere_plugin'", "not installed"], bad_urls=["/api/needy/ping"])
-
-
-def very_slow_import(root: Path) -> Kind:
-    source = "import time\ntime.sleep(1.5)\n" + blueprint_source("sluggish")
-    bad = make_plugin_dist(root, "sluggish", source, version="0.9")
-    return Kind(
-        {"sluggish": bad},
-        ["over the budget of 0.5 s", "PLUGIN_IMPORT_BUDGET"],
-        bad_urls=["/api/sluggish/ping"],
-        env={"CORE_APP_PLUGIN_IMPORT_BUDGET": "0.5"},
-    )
-
-
-KINDS: dict[str, Callable[[Path], Kind]] = {
-    builder.__name__: builder
-    for builder in (
-        entry_point_to_missing_module,
-        entry_point_to_missing_attribute,
-        module_raises_on_import,
-        hook_raises,
-        hook_returns_wrong_type,
-        blueprint_without_prefix,
-        prefix_at_root,
-        prefix_over_host_route,
-        two_plugins_one_prefix,
-        two_distributions_one_name,
-        two_plugins_one_blueprint_name,
-        one_url_rule_from_two_plugins,
-        task_module_fails_to_import,
-        one_task_name_from_two_plugins,
-        host_version_excluded,
-        misspelt_hook,
-        dependency_cycle,
-        missing_dependency,
-        very_slow_import,
-    )
-}
-
-#: Builds the app with ``run.py`` settings and asks it for /ready and some URLs.
+#: Builds the app as ``gunicorn run:app`` would and asks it for /ready and some URLs.
 PROBE = """
 import json, sys
 from run import app
@@ -320,185 +82,156 @@ print("PROBE " + json.dumps(answers))
 """
 
 
-# -- running it all --------------------------------------------------------------------
-
-
-def _env(instance: Path, paths: list[Path], plugins: list[str], **settings: str) -> dict:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
-    }
-    env.update(
-        CORE_APP_INSTANCE_PATH=str(instance),
-        CORE_APP_PLUGINS=",".join(plugins),
-        PYTHONPATH=os.pathsep.join(str(path) for path in paths),
-        **settings,
-    )
-    return env
-
-
-def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
-
-
 @dataclass
-class Runs:
-    kind: Kind
-    lenient_json: Future
-    lenient_probe: Future
-    strict: Future
+class Setup:
+    """One scenario written to disk, and how to run ``python`` on it."""
+
+    scenario: Scenario
+    folder: Path
+
+    def run(self, args: list[str], mode: str, errors: str, plugins: list[str] | None = None):
+        env = clean_env(
+            [dist.path for dist in self.scenario.dists],
+            CORE_APP_INSTANCE_PATH=str(self.folder / mode),
+            CORE_APP_PLUGINS=",".join(plugins or self.scenario.plugins),
+            CORE_APP_PLUGIN_ERRORS=errors,
+            **{f"CORE_APP_{key}": value for key, value in self.scenario.settings.items()},
+        )
+        return run_command([sys.executable, *args], env, cwd=REPO, timeout=240)
+
+    def strict(self):
+        return self.run(["run.py", "routes"], "strict", "raise")
+
+    def lenient(self):
+        """The probe, after the plugins that served before served (same instance)."""
+        if self.scenario.served_before:
+            served = self.scenario.served_before
+            before = self.run(["-c", "from run import app"], "lenient", "skip", served)
+            assert before.returncode == 0, before.stderr
+        urls = [*self.scenario.survivors.values(), *self.scenario.bad_urls]
+        return self.run(["-c", PROBE, *urls], "lenient", "skip")
 
 
 @pytest.fixture(scope="module")
-def everything(tmp_path_factory):
-    """Every kind's fakes, and every subprocess started at once; yields the futures."""
+def pool() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(max_workers=4) as executor:
+        yield executor
+
+
+@pytest.fixture(scope="module")
+def setups(tmp_path_factory) -> dict[str, Setup]:
+    """Every scenario on disk; all share one ``good`` (so that the doctor can check many
+    scenarios at once)."""
     root = tmp_path_factory.mktemp("broken")
-    good = make_plugin_dist(
-        root / "site", "good", blueprint_source("good"), dist_name="core-app-good"
+    good: list[FakeDist] = []
+
+    def make(folder: Path, name: str, *args, **kwargs) -> FakeDist:
+        if name != "good":
+            return make_plugin_dist(folder, name, *args, **kwargs)
+        if not good:
+            good.append(make_plugin_dist(root / "good", name, *args, **kwargs))
+        return good[0]
+
+    return {
+        name: Setup(builder(functools.partial(make, root / name / "site")), root / name)
+        for name, builder in SCENARIOS.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def runs(setups, pool) -> dict[str, dict[str, Future]]:
+    """Every scenario's strict and lenient processes, started at once."""
+    return {
+        name: {"strict": pool.submit(setup.strict), "lenient": pool.submit(setup.lenient)}
+        for name, setup in setups.items()
+    }
+
+
+#: Scenarios the doctor checks in one run over all their plugins at once: those that need
+#: no previous start, allow every plugin, and share no plugin name but ``good``.
+DOCTOR = [
+    "two_distributions_one_name",
+    "invalid_entry_point_name",
+    "host_version_excluded",
+    "entry_point_to_missing_module",
+    "entry_point_to_missing_attribute",
+    "module_raises_on_import",
+    "very_slow_import",
+    "task_module_fails_to_import",
+    "hook_raises",
+    "hook_returns_wrong_type",
+    "misspelt_hook",
+    "wrong_hook_arguments",
+    "one_task_name_from_two_plugins",
+    "dependency_missing",
+    "dependency_wrong_version",
+    "dependency_cycle",
+    "prefix_same_as_another_neither_served_before",
+    "route_added_when_ready",
+    "one_blueprint_name_neither_served_before",
+]
+
+
+@pytest.fixture(scope="module")
+def doctor(setups, pool, tmp_path_factory) -> Future:
+    """``run.py plugins check --json`` (each plugin alone, then all together) over the
+    plugins of every DOCTOR scenario."""
+    scenarios = [setups[name].scenario for name in DOCTOR]
+    dists = list({dist.path: dist for s in scenarios for dist in s.dists}.values())
+    owner: dict[str, str] = {}
+    for name in DOCTOR:
+        for plugin in {dist.plugin for dist in setups[name].scenario.dists} - {"good"}:
+            assert owner.setdefault(plugin, name) == name, f"{plugin}: {owner[plugin]}, {name}"
+    env = clean_env(
+        [dist.path for dist in dists],
+        CORE_APP_INSTANCE_PATH=str(tmp_path_factory.mktemp("doctor")),
+        CORE_APP_PLUGINS=",".join(sorted({"good", *owner})),
+        CORE_APP_PLUGIN_IMPORT_BUDGET=0.5,
     )
-    kinds = {name: builder(root / "site" / name) for name, builder in KINDS.items()}
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        runs = {}
-        for name, kind in kinds.items():
-            paths = [good.path, *(d.path for d in kind.dists)]
-
-            def env(mode: str, errors: str, kind=kind, paths=paths, name=name) -> dict:
-                instance = root / "instances" / name / mode
-                return _env(
-                    instance, paths, kind.plugins, CORE_APP_PLUGIN_ERRORS=errors, **kind.env
-                )
-
-            urls = ["/api/good/ping", *kind.survivors.values(), *kind.bad_urls]
-            runs[name] = Runs(
-                kind,
-                pool.submit(_run, ["run.py", "plugins", "--json"], env("json", "skip")),
-                pool.submit(_run, ["-c", PROBE, *urls], env("probe", "skip")),
-                pool.submit(_run, ["run.py", "routes"], env("strict", "raise")),
-            )
-        # The doctor over every kind at once: each plugin alone, then all together.
-        everyone = sorted({"good", *(p for kind in kinds.values() for p in kind.plugins)})
-        paths = [good.path, *(d.path for kind in kinds.values() for d in kind.dists)]
-        doctor = pool.submit(
-            _run,
-            ["-m", "core_app.doctor", "--json"],
-            _env(
-                root / "instances" / "doctor",
-                paths,
-                everyone,
-                CORE_APP_PLUGIN_IMPORT_BUDGET="0.5",
-            ),
-        )
-        yield {"runs": runs, "doctor": doctor}
+    command = [sys.executable, "run.py", "plugins", "check", "--json"]
+    return pool.submit(run_command, command, env, cwd=REPO, timeout=600)
 
 
-def _result(future: Future) -> subprocess.CompletedProcess[str]:
-    return future.result(timeout=TIMEOUT * 3)
-
-
-def _says_who(message: str, name: str, dist: FakeDist, says: list[str]) -> None:
-    assert f"Plugin {name!r}" in message, message
-    assert f"{dist.name} {dist.version}" in message, message
-    assert "Fix:" in message and message.split("Fix:", 1)[1].strip(), message
-    for text in says:
-        assert text in message, (text, message)
-
-
-def test_there_are_enough_kinds():
-    assert len(KINDS) >= 15
-
-
-@pytest.mark.parametrize("kind_name", list(KINDS))
-def test_lenient_lists_it_failed_and_serves_the_rest(everything, kind_name):
-    runs: Runs = everything["runs"][kind_name]
-    kind = runs.kind
-    result = _result(runs.lenient_json)
-    assert result.returncode == 0, result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    rows = {row["name"]: row for row in json.loads(result.stdout)}
-    for name, dist in kind.bad.items():
-        row = rows[name]
-        assert row["status"] == "failed", row
-        assert row["distribution"] == dist.name and row["version"] == dist.version, row
-        _says_who(row["error"], name, dist, kind.says)
-    for name in ["good", *kind.survivors]:
-        assert rows[name]["status"] == "loaded", rows[name]
-    assert rows["good"]["url_prefix"] == "/api/good" and rows["good"]["routes"] == 1
-
-
-@pytest.mark.parametrize("kind_name", list(KINDS))
-def test_lenient_ready_reports_it_and_the_healthy_plugin_answers(everything, kind_name):
-    runs: Runs = everything["runs"][kind_name]
-    kind = runs.kind
-    result = _result(runs.lenient_probe)
-    assert result.returncode == 0, result.stderr
-    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
-    answers = json.loads(line.removeprefix("PROBE "))
-
-    status, ready = answers["/ready"]
-    assert status == 200, ready
-    failed = {entry["name"]: entry["error"] for entry in ready["plugins"]["failed"]}
-    assert set(kind.bad) <= set(failed), failed
-    for name, dist in kind.bad.items():
-        _says_who(failed[name], name, dist, kind.says)
-    assert not set(kind.bad) & set(ready["plugins"]["loaded"])
-    assert {"good", *kind.survivors} <= set(ready["plugins"]["loaded"])
-
-    assert answers["/api/good/ping"] == [200, {"plugin": "good"}]
-    for name, url in kind.survivors.items():
-        assert answers[url] == [200, {"plugin": name}], (url, answers[url])
-    for url in kind.bad_urls:
-        status, body = answers[url]
-        assert status != 200, (url, body)
-        assert body is not None and body["status"] == status, (url, body)  # JSON errors
-
-
-@pytest.mark.parametrize("kind_name", list(KINDS))
-def test_strict_refuses_with_one_readable_paragraph(everything, kind_name):
-    runs: Runs = everything["runs"][kind_name]
-    kind = runs.kind
-    result = _result(runs.strict)
-    assert result.returncode != 0, result.stdout
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_run_py_strict_refuses_with_one_readable_paragraph(setups, runs, name):
+    scenario = setups[name].scenario
+    result = runs[name]["strict"].result()
+    assert result.returncode == 1, result.stdout + result.stderr
     stderr = result.stderr
     assert "Traceback" not in stderr, stderr
     assert HEADER in stderr, stderr
-    paragraph = stderr.split(HEADER, 1)[1].strip()
-    assert paragraph, stderr
-    assert "\n\n" not in paragraph, f"more than one paragraph:\n{stderr}"
-    assert len(paragraph.splitlines()) == 1, f"not one line:\n{stderr}"
-    # The paragraph is about one of the broken plugins (which one, for two, is the
-    # first in load order).
-    name = next((name for name in kind.bad if paragraph.startswith(f"Plugin {name!r}")), None)
-    assert name is not None, paragraph
-    _says_who(paragraph, name, kind.bad[name], kind.says)
-    # Before the header there may be warnings (Celery warns of a duplicate task name
-    # itself), but no other plugin error.
-    assert "Plugin '" not in stderr.split(HEADER, 1)[0], stderr
+    before, _, paragraph = stderr.partition(HEADER)
+    paragraph = paragraph.strip()
+    assert paragraph and "\n\n" not in paragraph, f"not one paragraph:\n{stderr}"
+    # About one of the refused plugins (which one, for two, is the first in load order).
+    who = next((bad for bad in scenario.bad if paragraph.startswith(f"Plugin {bad!r}")), None)
+    assert who is not None, paragraph
+    check_message(paragraph, who, scenario.bad[who], scenario.says)
+    # Warnings may come first (Celery warns of a duplicate task name), no plugin error.
+    assert "Plugin '" not in before, stderr
     assert result.stdout == "", result.stdout  # no table of a half-built app
 
 
-def _doctor_reports(everything) -> dict[str, dict]:
-    result = _result(everything["doctor"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_run_py_lenient_ready_reports_it_and_the_healthy_plugins_serve(setups, runs, name):
+    scenario = setups[name].scenario
+    result = runs[name]["lenient"].result()
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+    answers = json.loads(line.removeprefix("PROBE "))
+    check_ready(scenario, *answers.pop("/ready"))
+    check_answers(scenario, answers)
+
+
+@pytest.mark.parametrize("name", DOCTOR)
+def test_run_py_plugins_check_reports_it_failed(setups, doctor, name):
+    scenario = setups[name].scenario
+    result = doctor.result()
     assert result.returncode == 1, result.stdout + result.stderr
-    return {report["name"]: report for report in json.loads(result.stdout)}
-
-
-@pytest.mark.parametrize("kind_name", list(KINDS))
-def test_doctor_reports_it_failed(everything, kind_name):
-    kind = everything["runs"][kind_name].kind
-    reports = _doctor_reports(everything)
-    for name, dist in kind.bad.items():
-        report = reports[name]
-        assert report["status"] == "failed", report
-        assert report["distribution"] == dist.name, report
-        assert f"Plugin {name!r}" in report["error"] and "Fix:" in report["error"], report
-        assert report["error_detail"]["plugin"] == name, report
-
-
-def test_doctor_passes_the_healthy_plugins(everything):
-    reports = _doctor_reports(everything)
-    healthy = {"good", *(n for runs in everything["runs"].values() for n in runs.kind.survivors)}
-    for name in healthy:
-        assert reports[name]["status"] == "loaded", reports[name]
+    reports = {report["name"]: report for report in json.loads(result.stdout)}
+    # Not the scenario's texts: a plugin whose dependency fails is checked alone first,
+    # where the doctor reports that dependency disabled, whatever else is wrong.
+    check_rows(scenario, reports, says=[])
+    for bad in scenario.bad:
+        assert reports[bad]["error_detail"]["plugin"] == bad, reports[bad]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pluggy
 import pytest
-from fakes import blueprint_source, config
+from conftest import HOOK_EFFECTS
+from fakes import blueprint_source, config, ready_recorder_source
 
 from core_app import (
     PluginConflictError,
@@ -36,7 +37,6 @@ def _hookspec_names():
 
 def test_there_are_hookspecs_and_all_start_with_core_app():
     names = _hookspec_names()
-    assert len(names) >= 8
     assert all(name.startswith("core_app_") for name in names)
     manager = pluggy.PluginManager("core_app")
     manager.add_hookspecs(hookspecs)
@@ -51,68 +51,17 @@ def test_every_hookspec_has_a_docstring(name):
     assert "Called" in doc, f"hookspec {name}'s docstring does not say when it is called"
 
 
-def test_every_hookspec_is_named_by_a_test():
-    test_names = []
-    for path in TESTS.glob("test_*.py"):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        test_names += [
-            node.name
-            for node in ast.walk(tree)
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.name.startswith("test_")
-        ]
-    untested = [name for name in _hookspec_names() if not any(name in t for t in test_names)]
-    assert not untested, f"no test function is named after these hooks: {untested}"
+def test_every_hookspec_has_a_test_of_its_effect():
+    """HOOK_EFFECTS (conftest.py) names, for each hookspec, the test asserting what its
+    implementation does; that test fails unless the hook was really called in it."""
+    assert sorted(HOOK_EFFECTS) == _hookspec_names()
+    for path, function in HOOK_EFFECTS.values():
+        tree = ast.parse((TESTS / path).read_text())
+        defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+        assert function in defined, (path, function)
 
 
 # -- each hook -------------------------------------------------------------------------
-
-
-def _ready_recorder(name):
-    """Module source recording each core_app_ready call in app.extensions."""
-    return f"""
-    @hookimpl
-    def core_app_ready(app):
-        app.extensions.setdefault("ready_calls", []).append({name!r})
-    """
-
-
-def test_core_app_dependencies_load_the_dependency_first(fake_dist, tmp_path):
-    depends = f"""
-    @hookimpl
-    def core_app_dependencies():
-        return {{"zz_base": ">=1.0"}}
-    {_ready_recorder("aa_user")}
-    """
-    fake_dist("aa_user", blueprint_source("aa_user", body=depends))
-    fake_dist(
-        "zz_base", blueprint_source("zz_base", body=_ready_recorder("zz_base")), version="1.2"
-    )
-    app = create_app(config(tmp_path, ["aa_user", "zz_base"], PLUGIN_ERRORS="raise"))
-    host = app.extensions["core_app"]
-    order = [record.name for record in host.active(builtins=False)]
-    assert order == ["zz_base", "aa_user"]
-    assert app.extensions["ready_calls"] == ["zz_base", "aa_user"]
-    assert host.records["aa_user"].dependencies == {"zz_base": ">=1.0"}
-
-
-def test_core_app_dependencies_without_dependencies_load_by_name(fake_dist, tmp_path):
-    for name in ("mm", "bb", "kk"):
-        fake_dist(name, blueprint_source(name, body=_ready_recorder(name)))
-    app = create_app(config(tmp_path, ["mm", "bb", "kk"], PLUGIN_ERRORS="raise"))
-    assert app.extensions["ready_calls"] == ["bb", "kk", "mm"]
-
-
-@pytest.mark.parametrize("returned", ['["other"]', '{"other": 1}', '"other"'])
-def test_core_app_dependencies_invalid_return_is_refused(fake_dist, tmp_path, returned):
-    body = f"""
-    @hookimpl
-    def core_app_dependencies():
-        return {returned}
-    """
-    fake_dist("baddeps", blueprint_source("baddeps", body=body))
-    with pytest.raises(PluginDeclarationError, match="core_app_dependencies"):
-        create_app(config(tmp_path, ["baddeps"], PLUGIN_ERRORS="raise"))
 
 
 def test_core_app_blueprint_returning_none_mounts_nothing(fake_dist, tmp_path):
@@ -475,7 +424,7 @@ def test_core_app_blueprint_implemented_twice_in_one_plugin_is_refused(fake_dist
 
 
 def test_implemented_hooks_come_from_pluggy(fake_dist, tmp_path):
-    fake_dist("hooked", blueprint_source("hooked", body=_ready_recorder("hooked")))
+    fake_dist("hooked", blueprint_source("hooked", body=ready_recorder_source("hooked")))
     app = create_app(config(tmp_path, ["hooked"], PLUGIN_ERRORS="raise"))
     host = app.extensions["core_app"]
     assert host.implemented_hooks("hooked") == ["core_app_blueprint", "core_app_ready"]

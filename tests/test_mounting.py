@@ -1,4 +1,7 @@
-"""Mounting: prefixes, overrides, and every overlap refused (strict) or skipped (lenient)."""
+"""Mounting: prefixes, overrides, who keeps a contested place, app-wide registrations.
+
+Every overlap refused (strict) or skipped (lenient) is a scenario of broken_plugins.py,
+run by test_broken_plugins.py."""
 
 from __future__ import annotations
 
@@ -11,17 +14,12 @@ import time
 import types
 
 import pytest
-from fakes import (
-    Refusal,
-    blueprint_source,
-    check_lenient_skip,
-    check_strict_refusal,
-    config,
-)
+from broken_plugins import SCENARIOS
+from fakes import blueprint_source, config
 from flask import Blueprint
 from werkzeug.routing import Rule
 
-from core_app import PluginConflictError, PluginDeclarationError, create_app, hookimpl
+from core_app import PluginConflictError, create_app, hookimpl
 from core_app.doctor import format_report, inspect_plugins
 from core_app.hostapp import MOUNTED_FILE
 from core_app.mounting import Mounter
@@ -29,214 +27,11 @@ from core_app.roles import BEAT, Role
 from core_app.routes import Owners, Route
 
 
-def _pair(fake_dist, alpha_prefix, beta_source):
-    """Plugin alpha (mounted first, survives) and the plugin beta under test."""
-    fake_dist("alpha", blueprint_source("alpha", alpha_prefix), dist_name="core-app-alpha")
-    beta = fake_dist("beta", beta_source, dist_name="core-app-beta", version="2.5.1")
-    fake_dist("good", blueprint_source("good"), dist_name="core-app-good")
-    return {"beta": beta}, {"alpha": f"{alpha_prefix}/ping", "good": "/api/good/ping"}
-
-
-def _record_route(rule):
-    """Module source that makes the blueprint add ``rule`` to the app itself."""
-    return f"""
-    def _add_route(state):
-        state.app.add_url_rule({rule!r}, "grabbed", lambda: {{"plugin": "grabbed"}})
-
-
-    blueprint.record(_add_route)
-    """
-
-
-def same_prefix(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/same", blueprint_source("beta", "/api/same"))
-    return Refusal(
-        bad, PluginConflictError, survivors, ["alpha", "beta", "good"], ["/api/same", "'alpha'"]
-    )
-
-
-def prefix_below_another(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/a", blueprint_source("beta", "/api/a/b"))
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["'/api/a/b'", "'/api/a'", "'alpha'"],
-        bad_urls=["/api/a/b/ping"],
-    )
-
-
-def prefix_above_another(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/a/b", blueprint_source("beta", "/api/a"))
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["'/api/a'", "'/api/a/b'", "'alpha'"],
-        bad_urls=["/api/a/ping"],
-    )
-
-
-def root_prefix(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/alpha", blueprint_source("beta", "/"))
-    return Refusal(
-        bad, PluginConflictError, survivors, ["alpha", "beta", "good"], ["'/'"], ["/ping"]
-    )
-
-
-def _host_route_prefix(route):
-    def builder(fake_dist):
-        bad, survivors = _pair(fake_dist, "/api/alpha", blueprint_source("beta", route))
-        return Refusal(
-            bad,
-            PluginConflictError,
-            survivors,
-            ["alpha", "beta", "good"],
-            [f"'{route}'", "host"],
-            bad_urls=[f"{route}/ping"],
-        )
-
-    builder.__name__ = f"prefix_over_host_route_{route.strip('/')}"
-    return builder
-
-
-def variable_prefix(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/alpha", blueprint_source("beta", "/api/<tenant>"))
-    return Refusal(bad, PluginDeclarationError, survivors, ["alpha", "beta", "good"], ["variable"])
-
-
-def rule_of_the_host(fake_dist):
-    beta_source = blueprint_source("beta", body=_record_route("/health"))
-    bad, survivors = _pair(fake_dist, "/api/alpha", beta_source)
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["GET /health", "host"],
-        bad_urls=["/api/beta/ping"],
-    )
-
-
-def rule_of_another_plugin(fake_dist):
-    beta_source = blueprint_source("beta", body=_record_route("/api/alpha/ping"))
-    bad, survivors = _pair(fake_dist, "/api/alpha", beta_source)
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["GET /api/alpha/ping", "'alpha'"],
-        bad_urls=["/api/beta/ping"],
-    )
-
-
-def route_outside_prefix(fake_dist):
-    beta_source = blueprint_source("beta", body=_record_route("/outside"))
-    bad, survivors = _pair(fake_dist, "/api/alpha", beta_source)
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["'/outside'", "outside its prefix"],
-        bad_urls=["/outside", "/api/beta/ping"],
-    )
-
-
-def blueprint_without_prefix(fake_dist):
-    bad, survivors = _pair(fake_dist, "/api/alpha", blueprint_source("beta", ""))
-    return Refusal(
-        bad,
-        PluginDeclarationError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["url_prefix", "PLUGIN_URL_PREFIXES"],
-        bad_urls=["/ping"],
-    )
-
-
-def same_blueprint_name(fake_dist):
-    beta_source = blueprint_source("beta", blueprint="alpha")
-    bad, survivors = _pair(fake_dist, "/api/alpha", beta_source)
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["'alpha'", "blueprint"],
-        bad_urls=["/api/beta/ping"],
-    )
-
-
-def app_errorhandler(fake_dist):
-    body = """
-    @blueprint.app_errorhandler(404)
-    def not_found(error):
-        return "<h1>nothing here</h1>", 404
-    """
-    bad, survivors = _pair(fake_dist, "/api/alpha", blueprint_source("beta", body=body))
-    return Refusal(
-        bad,
-        PluginConflictError,
-        survivors,
-        ["alpha", "beta", "good"],
-        ["app_errorhandler", "404"],
-        bad_urls=["/api/beta/ping"],
-    )
-
-
-REFUSALS = {
-    builder.__name__: builder
-    for builder in (
-        same_prefix,
-        prefix_below_another,
-        prefix_above_another,
-        root_prefix,
-        _host_route_prefix("/health"),
-        _host_route_prefix("/ready"),
-        _host_route_prefix("/plugins"),
-        variable_prefix,
-        rule_of_the_host,
-        rule_of_another_plugin,
-        route_outside_prefix,
-        blueprint_without_prefix,
-        same_blueprint_name,
-        app_errorhandler,
-    )
-}
-
-
-@pytest.mark.parametrize("builder_name", sorted(REFUSALS))
-def test_refused_in_strict_mode(fake_dist, tmp_path, builder_name):
-    refusal = REFUSALS[builder_name](fake_dist)
-    with pytest.raises(refusal.error) as info:
-        create_app(config(tmp_path, refusal.plugins, PLUGIN_ERRORS="raise"))
-    check_strict_refusal(refusal, info.value)
-
-
-@pytest.mark.parametrize("builder_name", sorted(REFUSALS))
-def test_skipped_in_lenient_mode(fake_dist, tmp_path, builder_name):
-    refusal = REFUSALS[builder_name](fake_dist)
-    # The survivors served before the bad plugin was installed (it is the newcomer).
-    before = [name for name in refusal.plugins if name not in refusal.bad]
-    create_app(config(tmp_path, before, PLUGIN_ERRORS="skip"))
-    app = create_app(config(tmp_path, refusal.plugins, PLUGIN_ERRORS="skip"))
-    check_lenient_skip(refusal, app)
-    # Nothing of the refused blueprint reached the app.
-    owners = {rule.endpoint.partition(".")[0] for rule in app.url_map.iter_rules()}
-    assert "beta" not in owners and "grabbed" not in owners
-    assert "beta" not in app.blueprints
-    assert app.test_client().get("/no/such/page").is_json  # host 404 handler intact
-
-
-@pytest.mark.parametrize("builder_name", ["same_prefix", "rule_of_another_plugin"])
-def test_conflict_error_names_both_sides(fake_dist, tmp_path, builder_name):
-    refusal = REFUSALS[builder_name](fake_dist)
+@pytest.mark.parametrize("name", ["prefix_same_as_another", "rule_of_another_plugin"])
+def test_conflict_error_names_both_sides(fake_dist, tmp_path, name):
+    scenario = SCENARIOS[name](fake_dist)
     with pytest.raises(PluginConflictError) as info:
-        create_app(config(tmp_path, refusal.plugins, PLUGIN_ERRORS="raise"))
+        create_app(config(tmp_path, scenario.plugins, PLUGIN_ERRORS="raise"))
     assert info.value.plugin == "beta"
     assert "alpha" in (info.value.other or "")
 

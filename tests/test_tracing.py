@@ -1,4 +1,4 @@
-"""Hook tracing (``CORE_APP_TRACE_HOOKS``) and plugin dependencies (load order, versions)."""
+"""Hook tracing (``CORE_APP_TRACE_HOOKS``): every hook call, with plugin, arguments and time."""
 
 from __future__ import annotations
 
@@ -8,42 +8,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from fakes import blueprint_source, config, make_plugin_dist, subprocess_env
+from fakes import (
+    blueprint_source,
+    make_plugin_dist,
+    needs_source,
+    ready_recorder_source,
+    subprocess_env,
+)
 
-from core_app import PluginDependencyError, create_app
+from core_app.testing import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
 #: One traced hook call: hook name, plugin name, arguments, duration.
 TRACE = re.compile(r"^hook (core_app_\w+) plugin=(\w+) args=(\{.*\}) took (\d+\.\d+) ms$")
 
-NEEDS_BASE = """
-@hookimpl
-def core_app_dependencies():
-    return {"base": ">=1.0"}
-"""
-
-
-def _ready_writer(log: Path) -> str:
-    """Module source whose ``core_app_ready`` appends the plugin's name to ``log``."""
-    return f"""
-@hookimpl
-def core_app_ready(app):
-    with open({str(log)!r}, "a") as out:
-        out.write(__name__ + "\\n")
-"""
-
 
 def _run_plugins(tmp_path: Path, paths=(), **settings: str) -> subprocess.CompletedProcess[str]:
     env = subprocess_env(tmp_path, paths, **settings)
-    result = subprocess.run(
-        [sys.executable, "run.py", "plugins"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_command([sys.executable, "run.py", "plugins"], env, cwd=REPO)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -101,7 +84,8 @@ def test_traces_follow_load_order_and_show_every_hook(tmp_path):
     """Dependencies, ready notifications and their arguments appear in the trace too."""
     root = tmp_path / "site"
     base = make_plugin_dist(root, "base", blueprint_source("base"), version="1.2")
-    source = blueprint_source("a_dependent", body=NEEDS_BASE + _ready_writer(tmp_path / "r"))
+    body = needs_source({"base": ">=1.0"}) + ready_recorder_source("a_dependent")
+    source = blueprint_source("a_dependent", body=body)
     dependent = make_plugin_dist(root, "a_dependent", source)
     result = _run_plugins(
         tmp_path,
@@ -117,64 +101,3 @@ def test_traces_follow_load_order_and_show_every_hook(tmp_path):
     assert "'app'" in ready_args
     mounted = [plugin for hook, plugin in calls if hook == "core_app_blueprint"]
     assert mounted.index("base") < mounted.index("a_dependent"), mounted
-
-
-# -- dependencies ----------------------------------------------------------------------
-
-
-def test_a_plugin_loads_after_the_plugin_it_depends_on(fake_dist, tmp_path):
-    log = tmp_path / "ready.log"
-    base = fake_dist("base", blueprint_source("base", body=_ready_writer(log)), version="1.2")
-    dependent = fake_dist(
-        "a_dependent", blueprint_source("a_dependent", body=NEEDS_BASE + _ready_writer(log))
-    )
-    loner = fake_dist("c_loner", blueprint_source("c_loner", body=_ready_writer(log)))
-    app = create_app(config(tmp_path, ["a_dependent", "base", "c_loner"], PLUGIN_ERRORS="raise"))
-    host = app.extensions["core_app"]
-    order = [record.name for record in host.active(builtins=False)]
-    # "a_dependent" sorts first by name, yet loads after "base".
-    assert sorted(order) == ["a_dependent", "base", "c_loner"]
-    assert order.index("base") < order.index("a_dependent"), order
-    assert order == ["base", "c_loner", "a_dependent"], order  # then by name, batch by batch
-    assert host.records["a_dependent"].dependencies == {"base": ">=1.0"}
-    # Mounting and the ready notification follow the same order.
-    assert [name for name in app.blueprints if name in order] == order
-    modules = {base.module: "base", dependent.module: "a_dependent", loner.module: "c_loner"}
-    assert [modules[line] for line in log.read_text().split()] == order
-    client = app.test_client()
-    for name in order:
-        assert client.get(f"/api/{name}/ping").get_json() == {"plugin": name}
-
-
-def test_without_dependencies_plugins_load_by_name(fake_dist, tmp_path):
-    fake_dist("base", blueprint_source("base"), version="1.2")
-    fake_dist("a_dependent", blueprint_source("a_dependent"))
-    app = create_app(config(tmp_path, ["base", "a_dependent"], PLUGIN_ERRORS="raise"))
-    order = [record.name for record in app.extensions["core_app"].active(builtins=False)]
-    assert order == ["a_dependent", "base"]
-
-
-def test_a_dependency_of_the_wrong_version_is_an_error_naming_both(fake_dist, tmp_path):
-    base = fake_dist("base", blueprint_source("base"), dist_name="core-app-base", version="0.5")
-    dependent = fake_dist(
-        "a_dependent",
-        blueprint_source("a_dependent", body=NEEDS_BASE),
-        dist_name="core-app-dependent",
-        version="3.1",
-    )
-    with pytest.raises(PluginDependencyError) as info:
-        create_app(config(tmp_path / "strict", ["base", "a_dependent"], PLUGIN_ERRORS="raise"))
-    error = info.value
-    assert error.plugin == "a_dependent" and error.other == "base"
-    message = str(error)
-    assert f"Plugin 'a_dependent' (distribution {dependent.name} {dependent.version})" in message
-    assert "'base'>=1.0" in message, message
-    assert f"{base.name} {base.version}" in message, message
-    assert "Fix:" in message
-
-    app = create_app(config(tmp_path / "lenient", ["base", "a_dependent"], PLUGIN_ERRORS="skip"))
-    statuses = {r.name: r.status for r in app.extensions["core_app"].plugins()}
-    assert statuses["a_dependent"] == "failed" and statuses["base"] == "loaded"
-    client = app.test_client()
-    assert client.get("/api/base/ping").status_code == 200
-    assert client.get("/api/a_dependent/ping").status_code == 404

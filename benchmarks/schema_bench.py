@@ -35,6 +35,7 @@ from common import BENCH_DIR, PYTHON, Result, median, ms, run_json, spread
 from core_app_shop.schemas import UserIn
 from flask import Blueprint, Flask, request
 from werkzeug.test import EnvironBuilder
+from wsgi_inprocess import call
 
 from core_app import create_app, hookimpl, json_error, schema
 from core_app.openapi import openapi_document
@@ -102,16 +103,6 @@ def _plugin(blueprint: Blueprint) -> types.SimpleNamespace:
     return types.SimpleNamespace(core_app_blueprint=core_app_blueprint)
 
 
-def _call(app: Flask, environ: dict[str, Any], data: bytes, statuses: list[str]) -> None:
-    def start_response(status: str, headers: Any, exc_info: Any = None) -> None:
-        statuses.append(status)
-
-    body = app({**environ, "wsgi.input": io.BytesIO(data)}, start_response)
-    for _ in body:
-        pass
-    getattr(body, "close", lambda: None)()
-
-
 def validation(app: Flask, body: dict[str, str], rounds: int, calls: int) -> dict[str, Any]:
     environs = {
         name: EnvironBuilder(
@@ -129,7 +120,7 @@ def validation(app: Flask, body: dict[str, str], rounds: int, calls: int) -> dic
         for i in range(calls):
             for name in names if i % 2 == 0 else reversed(names):
                 started = time.process_time()
-                _call(app, environs[name], data, statuses)
+                call(app, {**environs[name], "wsgi.input": io.BytesIO(data)}, statuses)
                 spent[name] += time.process_time() - started
         if len(set(statuses)) != 1:
             raise SystemExit(f"the two routes answered differently: {sorted(set(statuses))}")

@@ -187,8 +187,11 @@ class RabbitMQServer:
             os.killpg(self.process.pid, sig)
 
     def remove(self) -> None:
-        """Stop the node and delete its folder."""
-        self.stop()
+        """Stop the node (kill it if a clean stop takes over a minute) and delete its folder."""
+        try:
+            self.stop()
+        except subprocess.TimeoutExpired:
+            self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def stop(self) -> None:

@@ -203,10 +203,16 @@ class Process:
                 start_new_session=True,
             )
         if ready is not None:
-            check = (lambda: ready in self.output()) if isinstance(ready, str) else ready
-            wait_until(lambda: self.exited() or check(), timeout=timeout, interval=0.1)
-            if self.exited():
-                pytest.fail(f"{self} exited with {self.process.returncode}:\n{self.tail()}")
+            self.wait_for(ready, timeout)
+        return self
+
+    def wait_for(self, ready: str | Callable[[], object], timeout: float = 60.0) -> Self:
+        """Wait until ``ready`` appears in the output since the start (or returns something
+        truthy), failing the test with the log if the process exits first."""
+        check = (lambda: ready in self.output()) if isinstance(ready, str) else ready
+        wait_until(lambda: self.exited() or check(), timeout=timeout, interval=0.1)
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"{self} exited with {self.process.returncode}:\n{self.tail()}")
         return self
 
     def output(self) -> str:

@@ -67,12 +67,17 @@ class Web(Proc):
         super().__init__(run_py(*args, "--port", str(self.port)), env, log)
 
     def start(
-        self, ready: str | Callable[[], object] | None = None, timeout: float = START_TIMEOUT
-    ) -> Web:
-        super().start(ready or self._healthy, timeout)
-        return self
+        self,
+        ready: str | Callable[[], object] | None = None,
+        timeout: float = START_TIMEOUT,
+        *,
+        serving: bool = True,
+    ) -> Self:
+        """Start it and wait until ``ready`` (default: it serves), or not at all for a
+        command that must never serve (``serving=False``)."""
+        return super().start(ready or (self.serves if serving else None), timeout)
 
-    def _healthy(self) -> bool:
+    def serves(self) -> bool:
         try:
             return requests.get(self.url("/health"), timeout=1).status_code == 200
         except requests.RequestException:

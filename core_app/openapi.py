@@ -162,17 +162,14 @@ def active_operations(app: Flask, host: PluginHost) -> Iterator[Operation]:
 
 
 def operation_ids(operations: list[Operation]) -> dict[Operation, str]:
-    """Each operation's id: its declared one, else its endpoint (with the method when
-    the endpoint serves several operations, and a number when that is not enough)."""
+    """Each operation's id: the one its view declares, else its endpoint; with the method
+    appended when the view serves several operations, and a number after that when one
+    view has several rules with the same method."""
     per_endpoint = Counter(op.rule.endpoint for op in operations)
     ids: dict[Operation, str] = {}
     for op in operations:
-        if op.declaration is not None and op.declaration.operation_id:
-            ids[op] = op.declaration.operation_id
-        elif per_endpoint[op.rule.endpoint] == 1:
-            ids[op] = op.rule.endpoint
-        else:
-            ids[op] = f"{op.rule.endpoint}.{op.method.lower()}"
+        name = _declared_id(op) or op.rule.endpoint
+        ids[op] = name if per_endpoint[op.rule.endpoint] == 1 else f"{name}.{op.method.lower()}"
     seen: Counter[str] = Counter()
     for op, name in ids.items():
         seen[name] += 1
@@ -183,33 +180,34 @@ def operation_ids(operations: list[Operation]) -> dict[Operation, str]:
 
 def check_operation_ids(app: Flask, host: PluginHost) -> None:
     """Refuse (as any conflict: strict mode stops start-up, lenient skips the plugin) a
-    plugin that declares an operationId another plugin's operation already has."""
+    plugin that declares an operationId that another view uses: an endpoint, or an id
+    declared by the host, a plugin loaded before it, or another of its own views."""
     operations = list(active_operations(app, host))
-    taken: dict[str, str] = {}
-    declared = []
-    for op in operations:
-        if op.declaration is not None and op.declaration.operation_id:
-            declared.append(op)
-        else:
-            taken.setdefault(op.rule.endpoint, op.owner)
+    taken = {op.rule.endpoint: (op.owner, op.rule.endpoint) for op in operations}
+    position = {name: index for index, name in enumerate(host.records)}  # load order
+    declared = [op for op in operations if _declared_id(op)]
+    declared.sort(key=lambda op: position[op.owner])
     for op in declared:
-        assert op.declaration is not None and op.declaration.operation_id is not None
-        name, owner = op.declaration.operation_id, taken.get(op.declaration.operation_id)
-        record = host.records[op.owner]
-        if owner is None or owner == op.owner:
-            taken[name] = op.owner
-        elif record.active and host.records[owner].active:
-            host.fail(
-                record,
-                PluginConflictError(
-                    op.owner,
-                    f"its view {op.rule.endpoint} ({op.method} {op.rule.rule}) declares the "
-                    f"operationId {name!r}, which {label(owner)} already uses.",
-                    "declare another operation_id in @schema(...) (operationIds are unique "
-                    "across every plugin of the API).",
-                    other=label(owner),
-                ),
-            )
+        name, record = _declared_id(op), host.records[op.owner]
+        owner, endpoint = taken.setdefault(name, (op.owner, op.rule.endpoint))
+        if endpoint == op.rule.endpoint or not (record.active and host.records[owner].active):
+            continue
+        other = f"its view {endpoint}" if owner == op.owner else label(owner)
+        host.fail(
+            record,
+            PluginConflictError(
+                op.owner,
+                f"its view {op.rule.endpoint} ({op.method} {op.rule.rule}) declares the "
+                f"operationId {name!r}, which {other} already uses.",
+                "declare another operation_id in @schema(...) (operationIds are unique "
+                "across every plugin of the API).",
+                other=label(owner),
+            ),
+        )
+
+
+def _declared_id(op: Operation) -> str | None:
+    return op.declaration.operation_id if op.declaration is not None else None
 
 
 def openapi_path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:

@@ -251,6 +251,29 @@ def test_a_declared_operation_id_another_plugin_uses_is_refused_naming_both(tmp_
     assert "/api/beta/items" not in document["paths"]
 
 
+def test_two_views_of_one_plugin_declaring_one_operation_id_are_refused(tmp_path):
+    blueprint = Blueprint("twice", __name__, url_prefix="/api/twice")
+    blueprint.add_url_rule("/a", "a", schema(operation_id="same")(lambda: {}))
+    blueprint.add_url_rule("/b", "b", schema(operation_id="same")(lambda: {}))
+    with pytest.raises(PluginConflictError, match=r"which its view twice\.a already uses"):
+        create_app(
+            config(tmp_path, ["twice"], PLUGIN_ERRORS="raise"),
+            plugins={"twice": plugin("twice", blueprint)},
+        )
+
+
+def test_a_declared_operation_id_on_several_methods_gets_each_method(tmp_path):
+    blueprint = Blueprint("multi", __name__, url_prefix="/api/multi")
+    view = schema(operation_id="thing")(lambda: {})
+    blueprint.add_url_rule("/thing", "thing", view, methods=["GET", "PUT"])
+    app = create_app(
+        config(tmp_path, ["multi"], PLUGIN_ERRORS="raise"),
+        plugins={"multi": plugin("multi", blueprint)},
+    )
+    item = served(app.test_client())["paths"]["/api/multi/thing"]
+    assert (item["get"]["operationId"], item["put"]["operationId"]) == ("thing.get", "thing.put")
+
+
 def test_a_declared_operation_id_equal_to_another_plugins_endpoint_is_refused(tmp_path):
     plugins = {"alpha": _item_plugin("alpha"), "beta": _item_plugin("beta", "alpha.create")}
     with pytest.raises(PluginConflictError, match=r"alpha\.create"):

@@ -167,6 +167,7 @@ def test_beat_and_a_plugin_worker_run_a_periodic_task(broker, tmp_path):
     assert "Sending due task ticker.tick (ticker.tick)" in beat.output()
 
 
+@pytest.mark.parametrize("broker", ["amqp"], indirect=True)  # Redis: test_workers, test_tasks
 def test_a_worker_for_one_plugin_sends_another_plugins_task_by_name(broker, make_app, tmp_path):
     """The shop worker does not import notifications; the purchase receipt it would
     send goes by name to the notifications queue, where that plugin's worker runs it."""

@@ -11,9 +11,9 @@ pydantic schemas (JSON Schema 2020-12, as OpenAPI 3.1 takes it) go under
 ``components/schemas`` named ``<plugin>.<Model>`` so two plugins' models never collide.
 
 operationIds: a view's endpoint (``shop.create_user``, unique in a Flask app; the method
-is appended when one endpoint serves several), or the ``operation_id`` it declares. A
-declared id that another plugin's operation already uses is refused at start-up
-(:func:`check_operation_ids`), naming both plugins, like any other conflict.
+is appended when one view serves several), or the ``operation_id`` it declares. A
+declared id that another view already uses is refused at start-up
+(:func:`check_operation_ids`), naming both sides, like any other conflict.
 
 The document is built once per app, on first use, and kept (:func:`openapi_document`):
 building it costs start-up nothing, and every rule is in place by then.
@@ -30,18 +30,19 @@ from importlib.metadata import PackageNotFoundError, metadata
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask
-from werkzeug.routing import Rule, parse_converter_args
 
 from .builtins import BUILTIN_NAME
 from .discovery import HOST_DISTRIBUTION, host_version
 from .errors import PluginConflictError
+from .openapi_paths import openapi_path
 from .plugins import PluginHost
 from .records import AUTOMATIC_METHODS
-from .routes import APP, RULE_PART, label
+from .routes import APP, label
 from .schemas import VALIDATION_STATUS, Declaration, declaration_of
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from werkzeug.routing import Rule
 
 OPENAPI_VERSION = "3.1.0"
 #: Where the document, and its JSON text, are kept in ``app.extensions`` once built.
@@ -208,54 +209,6 @@ def check_operation_ids(app: Flask, host: PluginHost) -> None:
 
 def _declared_id(op: Operation) -> str | None:
     return op.declaration.operation_id if op.declaration is not None else None
-
-
-def openapi_path(rule: Rule) -> tuple[str, list[dict[str, Any]]]:
-    """The rule in OpenAPI form (``/users/{user_id}``) and its typed path parameters."""
-    path, parameters = [], []
-    for part in RULE_PART.finditer(rule.rule):
-        if part["static"]:
-            path.append(part["static"])
-            continue
-        args, kwargs = parse_converter_args(part["arguments"] or "")
-        converter = part["converter"] or "default"
-        path.append("{" + part["variable"] + "}")
-        parameters.append(
-            {
-                "name": part["variable"],
-                "in": "path",
-                "required": True,
-                "schema": converter_schema(converter, args, kwargs),
-            }
-        )
-    return "".join(path), parameters
-
-
-def converter_schema(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The JSON schema of what a Werkzeug converter matches."""
-    if name == "int":
-        schema: dict[str, Any] = {"type": "integer"}
-    elif name == "float":
-        schema = {"type": "number"}
-    elif name == "uuid":
-        return {"type": "string", "format": "uuid"}
-    elif name == "any":
-        return {"type": "string", "enum": [str(item) for item in args]}
-    elif name == "path":
-        return {"type": "string", "description": "May contain slashes."}
-    else:  # default, string, and converters of the app's own
-        schema = {"type": "string", "minLength": int(kwargs.get("minlength", 1))}
-        if kwargs.get("maxlength") is not None:
-            schema["maxLength"] = int(kwargs["maxlength"])
-        if kwargs.get("length") is not None:
-            schema["minLength"] = schema["maxLength"] = int(kwargs["length"])
-        return schema
-    if not kwargs.get("signed", False):
-        schema["minimum"] = 0
-    for key, bound in (("min", "minimum"), ("max", "maximum")):
-        if kwargs.get(key) is not None:
-            schema[bound] = kwargs[key]
-    return schema
 
 
 # -- one operation ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ host's default place) holds the revisions given.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, inspect, text
+
+from core_app.testing import clean_env, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,19 +105,11 @@ def core_app_db(
     args: Sequence[str], url: str, instance: Path, paths: Sequence[Path] = (), **env: str
 ) -> subprocess.CompletedProcess[str]:
     """``python -m core_app db ARGS`` with only these plugins' folders added to the path."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_APP_", "FLASK_"))}
-    environ.update(
+    environ = clean_env(
+        paths,
         CORE_APP_DATABASE_URL=url,
         CORE_APP_INSTANCE_PATH=str(instance),
         CORE_APP_DISCOVERY_CACHE="false",
-        PYTHONPATH=os.pathsep.join([*map(str, paths), environ.get("PYTHONPATH", "")]),
         **env,
     )
-    return subprocess.run(
-        [sys.executable, "-m", "core_app", "db", *args],
-        cwd=REPO,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_command([sys.executable, "-m", "core_app", "db", *args], environ, cwd=REPO)

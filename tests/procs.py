@@ -8,6 +8,7 @@ process group id, and writes its output to a log file the test can show.
 
 from __future__ import annotations
 
+import secrets
 import signal
 import sys
 import time
@@ -42,6 +43,12 @@ class Proc(Process):
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int | None:
         return super().stop(sig, timeout)
+
+
+def production_env(paths: Sequence[Path] = (), /, **settings: object) -> dict[str, str]:
+    """:func:`clean_env` for a production process: a random SECRET_KEY of full strength."""
+    secret = secrets.token_hex(32)
+    return clean_env(paths, CORE_APP_ENV="production", CORE_APP_SECRET_KEY=secret, **settings)
 
 
 def run_py(*args: str) -> list[str]:

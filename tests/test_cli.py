@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from fakes import blueprint_source, config
 
 from core_app import create_app
 from core_app.doctor import format_report, inspect_plugins
+from core_app.testing import clean_env, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 JSON_KEYS = {"name", "distribution", "version", "url_prefix", "routes", "status", "error"}
@@ -135,26 +135,12 @@ def test_routes_count_endpoints_times_methods_and_beat_entries_are_listed(fake_d
     ) in report, report
 
 
-def _env(**extra):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CORE_APP_")}
-    env.pop("FLASK_APP", None)
-    env.update(extra)
-    return env
-
-
-def _run(*args, env, cwd=ROOT, timeout=120):
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_run_py_plugins_json_lists_the_example_plugins(tmp_path):
-    result = _run("run.py", "plugins", "--json", env=_env(CORE_APP_INSTANCE_PATH=str(tmp_path)))
+    result = run_command(
+        [sys.executable, "run.py", "plugins", "--json"],
+        clean_env(CORE_APP_INSTANCE_PATH=str(tmp_path)),
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["shop"]["status"] == "loaded"
@@ -168,8 +154,10 @@ def test_run_py_plugins_json_lists_the_example_plugins(tmp_path):
 
 
 def test_flask_cli_finds_the_same_command(tmp_path):
-    env = _env(CORE_APP_INSTANCE_PATH=str(tmp_path), CORE_APP_PLUGINS="shop")
-    result = _run("-m", "flask", "--app", "run", "plugins", "--json", env=env)
+    env = clean_env(CORE_APP_INSTANCE_PATH=str(tmp_path), CORE_APP_PLUGINS="shop")
+    result = run_command(
+        [sys.executable, "-m", "flask", "--app", "run", "plugins", "--json"], env, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["shop"]["status"] == "loaded"
@@ -177,10 +165,10 @@ def test_flask_cli_finds_the_same_command(tmp_path):
 
 
 def test_refused_start_in_production_prints_the_reason_not_a_traceback(tmp_path):
-    result = _run(
-        "run.py",
-        "plugins",
-        env=_env(CORE_APP_INSTANCE_PATH=str(tmp_path), CORE_APP_ENV="production"),
+    result = run_command(
+        [sys.executable, "run.py", "plugins"],
+        clean_env(CORE_APP_INSTANCE_PATH=str(tmp_path), CORE_APP_ENV="production"),
+        cwd=ROOT,
     )
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
@@ -190,13 +178,13 @@ def test_refused_start_in_production_prints_the_reason_not_a_traceback(tmp_path)
 
 def test_refused_start_for_a_broken_plugin_prints_the_plugin_error(fake_dist, tmp_path):
     broken = fake_dist("broken", blueprint_source("broken", "/health"), version="4.5.6")
-    env = _env(
+    env = clean_env(
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_PLUGIN_ERRORS="raise",
         CORE_APP_PLUGINS="broken",
         PYTHONPATH=os.pathsep.join([str(broken.path), os.environ.get("PYTHONPATH", "")]),
     )
-    result = _run("run.py", "routes", env=env)
+    result = run_command([sys.executable, "run.py", "routes"], env, cwd=ROOT)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.startswith("core_app refused to start.\n\n")
@@ -207,13 +195,13 @@ def test_refused_start_for_a_broken_plugin_prints_the_plugin_error(fake_dist, tm
 
 def test_lenient_start_reports_the_broken_plugin_and_serves_the_rest(fake_dist, tmp_path):
     broken = fake_dist("broken", blueprint_source("broken", "/health"), version="4.5.6")
-    env = _env(
+    env = clean_env(
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_PLUGIN_ERRORS="skip",
         CORE_APP_PLUGINS="broken,shop",
         PYTHONPATH=os.pathsep.join([str(broken.path), os.environ.get("PYTHONPATH", "")]),
     )
-    result = _run("run.py", "plugins", "--json", env=env)
+    result = run_command([sys.executable, "run.py", "plugins", "--json"], env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["broken"]["status"] == "failed"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from procs import Proc, Web, clean_env, run_py
+from procs import Proc, Web, clean_env, production_env, run_py
 
 from core_app.testing import free_port, wait_until
 
@@ -53,9 +53,7 @@ def _local(command: list[str], port: int) -> list[str]:
 
 
 def _production_env(tmp_path: Path, redis_url: str, **more: str) -> dict[str, str]:
-    return clean_env(
-        CORE_APP_ENV="production",
-        CORE_APP_SECRET_KEY=secrets.token_hex(),
+    return production_env(
         CORE_APP_BROKER_URL=redis_url,
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_PLUGINS="shop,notifications",

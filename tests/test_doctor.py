@@ -19,6 +19,7 @@ import pytest
 from fakes import blueprint_source, make_plugin_dist, subprocess_env
 
 from core_app.discovery import host_version
+from core_app.testing import run_command
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 180
@@ -69,14 +70,7 @@ REPORT_KEYS = {
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-    )
+    return run_command([sys.executable, *args], env, cwd=REPO, timeout=TIMEOUT)
 
 
 def _blocks(report: str) -> dict[str, str]:

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import textwrap
 import venv
 from pathlib import Path
 
 import pytest
+
+from core_app.testing import clean_env, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_DEPENDENCIES = [
@@ -35,15 +35,8 @@ print(json.dumps({
 
 
 def _run(command, *, cwd=None, env=None, check=True, timeout=300):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CORE_APP_", "PYTHON"))}
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env={**clean, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``command`` outside this environment's settings; by default, it must succeed."""
+    result = run_command(command, clean_env(**(env or {})), cwd=cwd, timeout=timeout)
     if check:
         assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
     return result

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shlex
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 import requests
 from procs import REPO, Proc
 
-from core_app.testing import free_port, wait_until
+from core_app.testing import clean_env, free_port, wait_until
 
 README = (REPO / "README.md").read_text()
 GUIDE = (REPO / "docs" / "writing-plugins.md").read_text()
@@ -57,9 +56,8 @@ def user_env() -> dict[str, str]:
     """A user's shell: none of the tests' settings, virtualenv or Python path."""
     return {
         key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_", "PYTEST_", "COV_"))
-        and key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+        for key, value in clean_env().items()
+        if not key.startswith(("PYTEST_", "COV_")) and key not in ("VIRTUAL_ENV", "PYTHONHOME")
     }
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 from fakes import blueprint_source, config
-from procs import REPO, clean_env, run_py, worker, write_plugin_dist
+from procs import REPO, clean_env, production_env, run_py, worker, write_plugin_dist
 
 from core_app import create_app
 from core_app.roles import BEAT, Role
@@ -130,16 +130,6 @@ def test_a_worker_imports_what_its_plugin_depends_on_but_not_its_tasks(abc, redi
     assert sorted({module for module, _ in _imports(abc)}) == ["alpha", "delta", "delta.tasks"]
 
 
-def _production(env: dict[str, str], redis_url: str, **more: str) -> dict[str, str]:
-    return clean_env(
-        CORE_APP_ENV="production",
-        CORE_APP_SECRET_KEY=secrets.token_hex(),
-        CORE_APP_BROKER_URL=redis_url,
-        **env,
-        **more,
-    )
-
-
 @pytest.fixture
 def with_broken(abc, tmp_path) -> dict[str, str]:
     """abc, plus an enabled plugin whose import raises."""
@@ -153,7 +143,7 @@ def with_broken(abc, tmp_path) -> dict[str, str]:
 
 
 def test_in_production_a_worker_is_judged_by_its_own_plugins_only(with_broken, redis_url, tmp_path):
-    env = _production(with_broken, redis_url)
+    env = production_env(CORE_APP_BROKER_URL=redis_url, **with_broken)
     proc = worker("alpha", env, tmp_path / "alpha.log")
     try:
         assert _probe(redis_url, "alpha")["modules"] == ["alpha", "alpha.tasks"]
@@ -182,7 +172,7 @@ def test_in_production_a_worker_is_judged_by_its_own_plugins_only(with_broken, r
 def test_commands_that_need_no_app_work_whatever_state_the_plugins_are_in(
     with_broken, redis_url, args
 ):
-    env = _production(with_broken, redis_url)
+    env = production_env(CORE_APP_BROKER_URL=redis_url, **with_broken)
     done = subprocess.run(
         run_py(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=60
     )
@@ -197,7 +187,7 @@ def test_commands_that_need_no_app_work_whatever_state_the_plugins_are_in(
 
 
 def test_new_plugin_works_whatever_state_the_plugins_are_in(with_broken, redis_url, tmp_path):
-    env = _production(with_broken, redis_url)
+    env = production_env(CORE_APP_BROKER_URL=redis_url, **with_broken)
     done = subprocess.run(
         run_py("new-plugin", "billing", "--dir", str(tmp_path / "new")),
         cwd=REPO,

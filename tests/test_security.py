@@ -4,7 +4,6 @@ anonymous callers is in test_builtins.py."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,12 +17,11 @@ from fakes import (
     never_import_source,
     subprocess_env,
 )
-from procs import Proc, Web, run_py
+from procs import Proc, Web, production_env, run_py
 
 from core_app import PluginConflictError, create_app
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET = secrets.token_hex(32)  # 64 characters
 START_TIMEOUT = 60.0
 
 #: A plugin whose routes fail in every way a request can.
@@ -59,11 +57,9 @@ def crash():
 
 def _production(tmp_path: Path, paths: Sequence[Path] = (), **settings: str) -> dict[str, str]:
     """Production on one machine: the embedded broker allowed on purpose (no Redis here)."""
-    return subprocess_env(
-        tmp_path,
+    return production_env(
         paths,
-        CORE_APP_ENV="production",
-        CORE_APP_SECRET_KEY=SECRET,
+        CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
         CORE_APP_ALLOW_EMBEDDED_BROKER="true",
         **settings,
     )

@@ -317,7 +317,8 @@ class SmtpSink:
         self.delay = delay
         self.answer = answer
         self.received: list[ReceivedMail] = []
-        self.attempts: dict[str, int] = {}
+        #: recipient -> time.monotonic() of each delivery attempt to it (refused ones too)
+        self.attempts: dict[str, list[float]] = {}
         self._controller = Controller(self, hostname="127.0.0.1", port=free_port(), **smtp_options)
 
     @property
@@ -333,8 +334,9 @@ class SmtpSink:
         if self.delay:
             await asyncio.sleep(self.delay)
         for recipient in envelope.rcpt_tos:
-            self.attempts[recipient] = self.attempts.get(recipient, 0) + 1
-            refusal = self.answer and self.answer(recipient, self.attempts[recipient])
+            tries = self.attempts.setdefault(recipient, [])
+            tries.append(time.monotonic())
+            refusal = self.answer and self.answer(recipient, len(tries))
             if refusal:
                 return refusal
         mail = ReceivedMail(list(envelope.rcpt_tos), bytes(envelope.content), time.monotonic())

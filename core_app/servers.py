@@ -209,10 +209,30 @@ class RabbitMQServer:
 
     def freeze(self) -> None:
         """The node stops answering but keeps its connections open (SIGSTOP)."""
-        self._signal(signal.SIGSTOP)
+        for pid in self._node_pids():
+            os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        self._signal(signal.SIGCONT)
+        for pid in self._node_pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _node_pids(self) -> list[int]:
+        """The Erlang VM of the node (``beam.smp``), alone: ``runuser`` and the start
+        script above it, once stopped and continued, no longer exit with the node, and
+        a later stop would hang."""
+        if self.process is None:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+            except (OSError, NotADirectoryError):
+                continue
+            command = stat.partition("(")[2].rpartition(")")[0]
+            group = int(stat.rpartition(")")[2].split()[2])  # pid (comm) state ppid pgrp
+            if command == "beam.smp" and group == self.process.pid:
+                pids.append(int(entry.name))
+        return pids
 
     def restart(self) -> None:
         self.stop()

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
@@ -23,6 +22,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from core_app.testing import Process
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -113,14 +114,14 @@ def machine_info() -> dict[str, Any]:
 
 
 class Processes:
-    """Every process a benchmark starts, each in its own session, all ended on exit.
+    """Every process a benchmark starts, all ended on exit.
 
-    Gunicorn and Celery fork children; each is started as a session leader so that its
-    whole group (and nothing else) can be signalled by its own id.
+    Each is a :class:`core_app.testing.Process`: a session leader, so that its whole
+    group (gunicorn's or Celery's children, and nothing else) can be ended by its id.
     """
 
     def __init__(self) -> None:
-        self.started: list[subprocess.Popen[bytes]] = []
+        self.started: list[Process] = []
 
     def __enter__(self) -> Processes:
         return self
@@ -136,42 +137,27 @@ class Processes:
         cwd: Path | None = None,
         log: Path | None = None,
     ) -> subprocess.Popen[bytes]:
-        out = log.open("ab") if log else subprocess.DEVNULL
-        try:
-            process = subprocess.Popen(
-                list(command),
-                env={**os.environ, **(env or {})},
-                cwd=cwd,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        finally:
-            if log:
-                out.close()  # type: ignore[union-attr]
+        environ = {**os.environ, **(env or {})}
+        process = Process(command, environ, log or Path(os.devnull), cwd=cwd).start()
         self.started.append(process)
-        return process
+        assert process.process is not None
+        return process.process
 
-    def stop(self, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        # children that outlived their leader (a killed master's workers)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        if process in self.started:
+    def adopt(self, popen: subprocess.Popen[bytes]) -> None:
+        """End ``popen`` (started in a session of its own by the caller) on exit too."""
+        process = Process([str(popen.args)], {}, Path(os.devnull))
+        process.process = popen
+        self.started.append(process)
+
+    def stop(self, popen: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+        for process in [p for p in self.started if p.process is popen]:
+            process.stop(timeout=timeout)
             self.started.remove(process)
 
     def stop_all(self) -> None:
         for process in reversed(list(self.started)):
-            self.stop(process)
+            if process.process is not None:
+                self.stop(process.process)
 
 
 def tree_cpu_seconds(pid: int) -> float:

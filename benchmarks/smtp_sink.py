@@ -2,34 +2,33 @@
 
     python benchmarks/smtp_sink.py --port 2525 --delay 0.2 --count-file sink.count
 
-Stands for a real mail relay with a realistic delay. Each accepted message increments
-the number in ``--count-file``. Runs until SIGTERM.
+Stands for a real mail relay with a realistic delay (core_app.testing.SmtpSink). Each
+accepted message increments the number in ``--count-file``. Runs until SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import threading
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
+from core_app.testing import SmtpSink
 
 
-class SlowHandler:
-    def __init__(self, delay: float, count_file: Path) -> None:
-        self.delay = delay
+class CountingSink(SmtpSink):
+    """The shipped sink, writing how many messages it accepted to ``count_file``."""
+
+    def __init__(self, port: int, delay: float, count_file: Path) -> None:
+        super().__init__(delay=delay, port=port)
         self.count_file = count_file
-        self.count = 0
         self.count_file.write_text("0")
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        await asyncio.sleep(self.delay)
-        self.count += 1
-        self.count_file.write_text(str(self.count))
-        return "250 Message accepted for delivery"
+        reply = await super().handle_DATA(server, session, envelope)
+        self.count_file.write_text(str(len(self.received)))
+        return reply
 
 
 def main() -> None:
@@ -41,15 +40,9 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    controller = Controller(
-        SlowHandler(args.delay, args.count_file), hostname="127.0.0.1", port=args.port
-    )
-    controller.start()
-    print("ready", flush=True)
-    try:
+    with CountingSink(args.port, args.delay, args.count_file):
+        print("ready", flush=True)
         stop.wait(timeout=3600)
-    finally:
-        controller.stop()
 
 
 if __name__ == "__main__":

@@ -185,7 +185,7 @@ def start_once(
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    procs.started.append(process)
+    procs.adopt(process)
     assert process.stdout is not None
     reader = threading.Thread(target=pump, args=(process.stdout, lines), daemon=True)
     reader.start()

@@ -304,7 +304,8 @@ class SmtpSink:
 
     ``answer(recipient, attempt)`` may return an SMTP reply (``"451 ..."``, ``"550 ..."``)
     to refuse a delivery instead; ``delay`` seconds pass before each reply (a slow
-    server). ``smtp_options`` go to aiosmtpd's ``SMTP`` (TLS context, authenticator...).
+    server); ``port`` defaults to a free one. ``smtp_options`` go to aiosmtpd's ``SMTP``
+    (TLS context, authenticator...).
     """
 
     def __init__(
@@ -312,6 +313,7 @@ class SmtpSink:
         *,
         delay: float = 0.0,
         answer: Callable[[str, int], str | None] | None = None,
+        port: int | None = None,
         **smtp_options: Any,
     ) -> None:
         self.delay = delay
@@ -319,7 +321,8 @@ class SmtpSink:
         self.received: list[ReceivedMail] = []
         #: recipient -> time.monotonic() of each delivery attempt to it (refused ones too)
         self.attempts: dict[str, list[float]] = {}
-        self._controller = Controller(self, hostname="127.0.0.1", port=free_port(), **smtp_options)
+        port = port or free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=port, **smtp_options)
 
     @property
     def url(self) -> str:

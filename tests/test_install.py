@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import textwrap
+import tomllib
 import venv
 from pathlib import Path
 
@@ -14,10 +15,8 @@ import pytest
 from core_app.testing import clean_env, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST_DEPENDENCIES = [
-    *("flask", "pluggy", "importlib-metadata", "packaging", "celery[redis]"),
-    *("sqlalchemy", "alembic"),
-]
+#: The host's requirements, as pyproject.toml declares them (a copy would drift).
+HOST_DEPENDENCIES = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 
 #: Builds an app with every installed plugin and prints what it mounted.
 PROBE = """

@@ -8,6 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import pytest
 from fakes import config
 
 from core_app import create_app
@@ -17,11 +18,16 @@ from core_app.testing import free_port
 SECRET = secrets.token_hex(32)
 
 
-def test_plugins_report_is_off_in_production_unless_exposed(tmp_path, monkeypatch):
+@pytest.fixture
+def production(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Production from the environment, on one machine (embedded broker, SQLite)."""
     monkeypatch.setenv("CORE_APP_ENV", "production")
     monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
     monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
     monkeypatch.setenv("CORE_APP_DATABASE_ALLOW_SQLITE", "true")
+
+
+def test_plugins_report_is_off_in_production_unless_exposed(tmp_path, monkeypatch, production):
     hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/plugins")
     assert hidden.status_code == 404 and hidden.get_json()["status"] == 404
 
@@ -82,11 +88,7 @@ def test_production_health_and_ready_details_only_for_operators_who_ask(fake_dis
     assert failed["name"] == "broken" and "kaboom" in failed["error"] and "6.6" in failed["error"]
 
 
-def test_production_health_details_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("CORE_APP_ENV", "production")
-    monkeypatch.setenv("CORE_APP_SECRET_KEY", SECRET)
-    monkeypatch.setenv("CORE_APP_ALLOW_EMBEDDED_BROKER", "true")
-    monkeypatch.setenv("CORE_APP_DATABASE_ALLOW_SQLITE", "true")
+def test_production_health_details_from_the_environment(tmp_path, monkeypatch, production):
     hidden = create_app(config(tmp_path / "hidden", ["shop"])).test_client().get("/health")
     assert hidden.get_json() == {"status": "ok"}
     monkeypatch.setenv("CORE_APP_EXPOSE_HEALTH_DETAILS", "true")

@@ -225,14 +225,14 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
                 proc.kill_group()
             workers[-1].stop()
     arrived = sink.first_arrival()
-    waits = {task_id: arrived[task_id] - publisher.published[task_id] for task_id in published}
-    late = max(arrived[task_id] - kills[-1] for task_id in published)
+    lost = published - set(arrived)
+    waits = [arrived[task_id] - publisher.published[task_id] for task_id in published - lost]
+    late = max(arrived[task_id] - kills[-1] for task_id in published - lost)
     duplicates = len(sink.task_ids()) - len(arrived)
     total = max(arrived.values()) - started
-    lost = published - set(arrived)
     print(
-        f"{broker.kind}: arrived {len(published & set(arrived))}/{EMAILS} in {total:.1f} s, "
-        f"duplicates {duplicates}, max wait {max(waits.values()):.1f} s, last arrival "
+        f"{broker.kind}: arrived {len(published - lost)}/{EMAILS} in {total:.1f} s, "
+        f"duplicates {duplicates}, max wait {max(waits):.1f} s, last arrival "
         f"{late:.1f} s after the last kill (redelivery bound {bound} s)"
         + (f", held messages back {max(returned):.1f} s after a kill at most" if returned else "")
     )
@@ -240,5 +240,5 @@ def test_five_sigkills_of_the_worker_lose_no_email_and_redeliver_within_the_boun
         assert not lost
         assert late <= bound + 10, "every task held by a killed worker came back in the bound"
     else:  # KNOWN GAP until core_app.inbox is fixed: the running task of a kill is skipped
-        assert lost <= skipped(workers) and len(lost) <= KILLS, lost
+        assert lost <= skipped(workers) and len(lost) <= 2 * KILLS, lost  # 2 pool processes
     assert duplicates <= 2 * KILLS, "at most the tasks in flight at the kills ran twice"

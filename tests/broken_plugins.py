@@ -13,6 +13,7 @@ subprocess runner), so the same scenario is written to disk the same way for bot
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from core_app import (
 from core_app.discovery import host_version
 
 Make = Callable[..., FakeDist]
+_packages = itertools.count(1)
 
 
 @dataclass
@@ -153,6 +155,12 @@ def _hook(name: str, body: str) -> str:
     return blueprint_source(name, body=body, hook=False)
 
 
+def _package(name: str) -> str:
+    """A package name no earlier test of this process imported: ``@shared_task`` keeps
+    every task it ever saw for every app, and the host tells a plugin's tasks by module."""
+    return f"core_app_fake_{name}_{next(_packages)}"
+
+
 def _grab_route(rule: str) -> str:
     """Module source whose blueprint adds ``rule`` to the app itself, outside the prefix."""
     return f"""
@@ -255,14 +263,15 @@ def very_slow_import(make: Make) -> Scenario:
 
 
 def task_module_fails_to_import(make: Make) -> Scenario:
+    package = _package("taskfail")
     files = {
-        "core_app_fake_taskfail/__init__.py": blueprint_source("taskfail"),
-        "core_app_fake_taskfail/tasks.py": "raise ImportError('tasks need a missing library')\n",
+        f"{package}/__init__.py": blueprint_source("taskfail"),
+        f"{package}/tasks.py": "raise ImportError('tasks need a missing library')\n",
     }
     return _one(
         make, "taskfail", "", PluginImportError,
-        ["'core_app_fake_taskfail.tasks'", "tasks need a missing library"],
-        target="core_app_fake_taskfail", files=files, late=True,
+        [f"'{package}.tasks'", "tasks need a missing library"],
+        target=package, files=files, late=True,
     )  # fmt: skip
 
 
@@ -320,11 +329,12 @@ def one_task_name_from_two_plugins(make: Make) -> Scenario:
     """
 
     def plugin(name: str) -> FakeDist:
+        package = _package(name)
         files = {
-            f"core_app_fake_{name}/__init__.py": blueprint_source(name),
-            f"core_app_fake_{name}/tasks.py": tasks,
+            f"{package}/__init__.py": blueprint_source(name),
+            f"{package}/tasks.py": tasks,
         }
-        return make(name, target=f"core_app_fake_{name}", files=files)
+        return make(name, target=package, files=files)
 
     first, second = plugin("dup_a"), plugin("dup_b")
     good, survivors = _good(make)

@@ -28,7 +28,7 @@ from .enums import ReceiptStatus
 #: NUL...) and the line and paragraph separators (Zl, Zp), as a character class that
 #: Python and JSON Schema (ECMA-262) read alike; and surrogates (Cs).
 _CONTROL = r"\x00-\x1f\x7f-\x9f\u2028\u2029"
-_UNSAFE_CHAR = re.compile(f"[{_CONTROL}\\ud800-\\udfff]")
+UNSAFE_CHAR = re.compile(f"[{_CONTROL}\\ud800-\\udfff]")
 #: The same rules as a JSON Schema pattern, for the API document: clients (and the
 #: schemathesis run in CI) then send text the shop accepts; one_line() enforces them.
 #: Spaces, then a first other character, then the rest, "=" never followed by "?". No
@@ -41,7 +41,7 @@ ONE_LINE_PATTERN = (
 )
 #: One plain address: no spaces, lists, quotes, brackets or display names. The
 #: notifications plugin checks it again, fully, before it sends anything.
-_EMAIL = re.compile(
+EMAIL = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+"  # an ASCII local part (RFC 5322 atoms)
     r"@[^\s@,;:<>()\[\]\\\"]+\.[^\s@,;:<>()\[\]\\\"]+"  # a dotted domain, IDN allowed
 )
@@ -51,7 +51,7 @@ def one_line(value: str) -> str:
     """``value`` without surrounding spaces; raises when it is blank or not one safe line."""
     if not value.strip():
         raise PydanticCustomError("blank", "required, a non-empty string")
-    if _UNSAFE_CHAR.search(value):
+    if UNSAFE_CHAR.search(value):
         raise PydanticCustomError("line_break", "must not contain control or line-break characters")
     if "=?" in value:
         raise PydanticCustomError(
@@ -61,7 +61,7 @@ def one_line(value: str) -> str:
 
 
 def plain_address(value: str) -> str:
-    if not _EMAIL.fullmatch(value):
+    if not EMAIL.fullmatch(value):
         raise PydanticCustomError("email", "must be one email address, such as ann@example.org")
     return value
 
@@ -88,7 +88,7 @@ class UserIn(BaseModel):
     name: Annotated[str, _text(MAX_NAME_LENGTH), AfterValidator(one_line)]
     email: Annotated[
         str,
-        _text(MAX_EMAIL_LENGTH, f"^{_EMAIL.pattern}$", "One plain address (ann@example.org)."),
+        _text(MAX_EMAIL_LENGTH, f"^{EMAIL.pattern}$", "One plain address (ann@example.org)."),
         AfterValidator(one_line),
         AfterValidator(plain_address),
     ]

@@ -120,7 +120,12 @@ class EmailIn(BaseModel):
 
     to: Annotated[
         str,
-        Field(strict=True, max_length=MAX_ADDRESS_LENGTH, description="One plain address."),
+        Field(
+            strict=True,
+            max_length=MAX_ADDRESS_LENGTH,
+            description="One plain address, that NOTIFICATIONS_ALLOWED_RECIPIENTS allows.",
+            json_schema_extra={"format": "email"},
+        ),
         AfterValidator(_recipient),
     ]
     subject: Annotated[

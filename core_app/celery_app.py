@@ -60,6 +60,11 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
       request whose broker is down gets a 503 within about a second, never a hang.
     - ``broker_connection_max_retries = None``: a worker started while the broker is
       down waits for it instead of exiting.
+    - RabbitMQ: ``worker_cancel_long_running_tasks_on_connection_loss``: a worker that lost
+      its connection can no longer acknowledge the tasks it runs, and RabbitMQ has already
+      handed them out again, marked redelivered (which :mod:`core_app.inbox` honours), so
+      it stops them rather than run them twice. Redis acknowledgements outlive a
+      connection, so there they run on.
     """
     broker = (app.config.get("CELERY") or {}).get("broker_url") or app.config.get("BROKER_URL")
     return {
@@ -88,6 +93,7 @@ def delivery_defaults(app: Flask) -> dict[str, Any]:
         },
         "result_expires": 7 * 24 * 3600,
         "task_default_queue": DEFAULT_QUEUE,
+        "worker_cancel_long_running_tasks_on_connection_loss": is_amqp(broker),
     }
 
 

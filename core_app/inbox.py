@@ -11,8 +11,11 @@ id it has finished, or that another worker is running right now::
     def send_email(self, to, subject, body): ...
 
 A retry of the same message (``self.retry``, the same id, one more retry) takes the
-id over; so does a delivery after the lease (``TASK_TIME_LIMIT``), when the worker that
-claimed it must have died. A task that fails for good gives the id back.
+id over; so does a delivery the broker marks *redelivered* (the broker hands a message out
+again only once the consumer that held it is gone: RabbitMQ when its channel closes, at once;
+Redis after the visibility timeout), and any delivery after the lease (``TASK_TIME_LIMIT``),
+when the worker that claimed it must have died. A second *publish* of a running id (the
+outbox's) is skipped. A task that fails for good gives the id back.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def once(function: F) -> F:
         if not message_id or task.request.is_eager or not has_app_context():  # not delivered
             return function(task, *args, **kwargs)
         key = (task.name, message_id)
-        if not claim(key, int(task.request.retries or 0)):
+        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
+        if not claim(key, int(task.request.retries or 0), redelivered=redelivered):
             raise Ignore()  # done already, or running elsewhere: its first result stands
         try:
             result = function(task, *args, **kwargs)
@@ -62,8 +66,12 @@ def once(function: F) -> F:
     return run  # type: ignore[return-value]
 
 
-def claim(key: tuple[str, str], attempt: int) -> bool:
-    """Whether this delivery may run: the id is new, a retry of ours, or abandoned."""
+def claim(key: tuple[str, str], attempt: int, *, redelivered: bool = False) -> bool:
+    """Whether this delivery may run: the id is new, a retry of ours, or abandoned.
+
+    ``redelivered`` (the broker's flag) says the consumer that held this message is gone,
+    so its running claim is abandoned whatever the lease says.
+    """
     consumer, message_id = key
     now = datetime.now(UTC)
     limit = current_app.config.get("TASK_TIME_LIMIT") or 300
@@ -87,7 +95,7 @@ def claim(key: tuple[str, str], attempt: int) -> bool:
                 updated = row.updated_at
                 if updated.tzinfo is None:  # SQLite keeps no zone: stored as UTC
                     updated = updated.replace(tzinfo=UTC)
-                abandoned = row.state == RUNNING and now - updated > lease
+                abandoned = redelivered or now - updated > lease
                 if row.state == RUNNING and (attempt > row.attempt or abandoned):
                     connection.execute(
                         update(inbox).where(where).values(attempt=attempt, updated_at=now)

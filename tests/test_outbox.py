@@ -118,9 +118,12 @@ def test_once_claims_a_message_id_for_one_delivery_at_a_time(tmp_path, database_
     with app.app_context():
         assert claim(key, 0)
         assert not claim(key, 0)  # a duplicate while the first runs
+        # The broker hands a message out again only once its holder is gone.
+        assert claim(key, 0, redelivered=True)
         assert claim(key, 1)  # the first's retry (one more retry) takes it over
         finish(key)
         assert not claim(key, 2)  # done: never again
+        assert not claim(key, 2, redelivered=True)
         other = ("notifications.send_email", "id-2")
         assert claim(other, 0)
         release(other)  # failed for good: a later delivery may try again

@@ -227,7 +227,9 @@ def _parked_store(app: Flask) -> Any:
 
     redis_client = deadletter.client(app.config)
     if redis_client is None:
-        raise click.ClickException("Dead letters are kept in Redis: no BROKER_URL is redis://.")
+        raise click.ClickException(
+            "Dead letters are kept in Redis: neither BROKER_URL nor RESULT_BACKEND is redis://."
+        )
     return redis_client
 
 

@@ -17,6 +17,8 @@ import flask_swagger_ui
 from flask import Flask, Response, abort, current_app, request, send_from_directory, url_for
 from markupsafe import escape
 
+from .schemas import schema
+
 #: Swagger UI's distribution files, as the installed package ships them.
 ASSETS = Path(flask_swagger_ui.__file__).with_name("dist")
 
@@ -69,6 +71,7 @@ def _page() -> Response:
     return Response(html, mimetype="text/html")
 
 
+@schema(documented=False)  # Swagger UI's own files are not part of the API
 def _asset(filename: str) -> Response:
     if not current_app.config["EXPOSE_API_DOCS"]:
         abort(404)

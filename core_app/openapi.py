@@ -158,6 +158,8 @@ def active_operations(app: Flask, host: PluginHost) -> Iterator[Operation]:
             continue
         view = app.view_functions.get(rule.endpoint)
         declaration = declaration_of(view)
+        if declaration is not None and not declaration.documented:
+            continue
         for method in sorted((rule.methods or {"GET"}) - AUTOMATIC_METHODS):
             yield Operation(owner, rule, method, declaration, view)
 

@@ -53,6 +53,8 @@ class Declaration:
     operation_id: str | None = None
     summary: str | None = None
     description: str | None = None
+    #: False: the route is served but left out of the document (the docs page's files).
+    documented: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ def schema(
     operation_id: str | None = None,
     summary: str | None = None,
     description: str | None = None,
+    documented: bool = True,
 ) -> Callable[[View], View]:
     """Declare a view's request body, query string and responses (see the module doc).
 
@@ -86,6 +89,7 @@ def schema(
     ``responses`` maps a status to a model (its JSON body), a description (a body the
     document does not describe), or None (no body; for an error status, the host's JSON
     error body). ``summary`` and ``description`` default to the view's docstring.
+    ``documented=False`` serves the route but leaves it out of the document.
     """
     for name, model in (("body", body), ("query", query)):
         if model is not None and not _is_model(model):
@@ -98,7 +102,7 @@ def schema(
             )
 
     declaration = Declaration(
-        body, query, dict(responses or {}), operation_id, summary, description
+        body, query, dict(responses or {}), operation_id, summary, description, documented
     )
 
     def decorate(view: View) -> View:

@@ -199,6 +199,22 @@ def test_the_app_owners_routes_appear_under_the_host_tag(tmp_path):
     assert operation["summary"] == "The owner's own route."
 
 
+def test_a_route_declared_undocumented_is_served_but_left_out(tmp_path):
+    app = create_app(config(tmp_path, []))
+
+    @app.get("/owner/internal")
+    @schema(documented=False)
+    def internal():
+        return {"ok": True}
+
+    client = app.test_client()
+    assert client.get("/owner/internal").status_code == 200
+    assert client.get("/docs/swagger-ui.css").status_code == 200  # the docs page's files
+    paths = served(client)["paths"]
+    assert "/owner/internal" not in paths
+    assert not [path for path in paths if path.startswith("/docs/")]
+
+
 def test_the_document_is_built_once_per_app(tmp_path):
     app = create_app(config(tmp_path, ["shop"]))
     first = openapi_document(app)

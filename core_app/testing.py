@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
@@ -321,6 +320,8 @@ class SmtpSink:
         self.received: list[ReceivedMail] = []
         #: recipient -> time.monotonic() of each delivery attempt to it (refused ones too)
         self.attempts: dict[str, list[float]] = {}
+        from aiosmtpd.controller import Controller  # the test extra's: imported when used
+
         port = port or free_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=port, **smtp_options)
 

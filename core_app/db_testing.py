@@ -5,7 +5,7 @@ SQLite file and once on an emptied PostgreSQL database. PostgreSQL is the machin
 server when ``CORE_APP_TEST_DATABASE_URL`` names one (``postgresql://postgres@127.0.0.1/
 postgres``: a throwaway database is created on it for the test run and dropped after),
 else a private cluster of the session's (:class:`core_app.servers.PostgresServer`).
-``db_session`` is a session on the ``app`` fixture's database whose commits (the test's
+``db_session`` is a session on the ``core_app_app`` fixture's database whose commits (the test's
 and those of requests to the app) are rolled back after the test.
 """
 
@@ -88,8 +88,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def db_session(app: Flask) -> Iterator[Session]:
-    """A session on ``app``'s database (migrated when the app was built), inside an app
-    context; everything the test and the app's requests commit is rolled back after it."""
-    with app.app_context(), current_database(app).rolled_back() as session:
+def db_session(core_app_app: Flask) -> Iterator[Session]:
+    """A session on ``core_app_app``'s database (migrated when the app was built), inside an
+    app context; everything the test and the app's requests commit is rolled back after it."""
+    with core_app_app.app_context(), current_database(core_app_app).rolled_back() as session:
         yield session

@@ -10,18 +10,14 @@ queues emails through ``core_app.send_task`` the way the web does.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email import message_from_bytes
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from flask import Flask
 from kombu import Connection
 from procs import clean_env
@@ -29,7 +25,8 @@ from procs import clean_env
 from core_app import create_app, send_task
 from core_app.discovery import rescan
 from core_app.errors import BrokerUnavailable
-from core_app.servers import RabbitMQServer, RedisServer, free_port
+from core_app.servers import RabbitMQServer, RedisServer
+from core_app.testing import SmtpSink
 
 BROKERS = ("redis", "amqp")
 
@@ -82,42 +79,26 @@ def broker_fixture(request: pytest.FixtureRequest) -> Broker:
     return Broker("amqp", amqp_url, redis_url, request.getfixturevalue("rabbitmq_server"))
 
 
-@dataclass
-class Sink:
-    """An aiosmtpd handler keeping, for each message, its Message-ID, subject and time."""
-
-    delay: float = 0.0
-    received: list[tuple[str, str, float]] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        message = message_from_bytes(envelope.content)
-        self.received.append((message["Message-ID"], message["Subject"], time.monotonic()))
-        return "250 OK"
+class Sink(SmtpSink):
+    """The shipped SMTP sink, read as the email task's deliveries (each Message-ID is
+    ``<task id@core-app.local>``)."""
 
     def task_ids(self) -> list[str]:
-        """Task ids of the messages received, once per delivery (the Message-ID is
-        ``<task id@core-app.local>``)."""
-        return [message_id.strip("<>").partition("@")[0] for message_id, _, _ in self.received]
+        """Task ids of the messages received, once per delivery."""
+        return [mail.message["Message-ID"].strip("<>").partition("@")[0] for mail in self.received]
 
     def first_arrival(self) -> dict[str, float]:
         arrived: dict[str, float] = {}
-        for task_id, (_, _, at) in zip(self.task_ids(), self.received, strict=True):
-            arrived.setdefault(task_id, at)
+        for task_id, mail in zip(self.task_ids(), self.received, strict=True):
+            arrived.setdefault(task_id, mail.at)
         return arrived
 
 
 @contextmanager
 def smtp_sink(delay: float = 0.0) -> Iterator[tuple[Sink, str]]:
-    """An SMTP server on loopback: yields the handler and its ``smtp://`` URL."""
-    sink = Sink(delay)
-    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield sink, f"smtp://127.0.0.1:{controller.port}"
-    finally:
-        controller.stop()
+    """An SMTP server on loopback: yields it and its ``smtp://`` URL."""
+    with Sink(delay=delay) as sink:
+        yield sink, sink.url
 
 
 def email_worker_env(

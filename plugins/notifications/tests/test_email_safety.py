@@ -10,19 +10,16 @@ receive nothing for a refused payload, and exactly our headers for an accepted o
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from core_app_notifications.mail import HEADERS, check_headers
 from core_app_notifications.tasks import send_email
 from core_app_notifications.validation import InvalidEmail
 
 from core_app import PluginDeclarationError
-from core_app.testing import free_port
 
 EMAIL = {"to": "ada@example.com", "subject": "Welcome", "body": "Hello, Ada."}
 EVIL = "evil@attacker.example"
@@ -130,28 +127,6 @@ def test_one_mailbox_is_accepted_in_its_ascii_form(core_app_app, core_app_client
 # -- in the task, against a real SMTP server --------------------------------------------
 
 
-class Sink:
-    """An aiosmtpd handler that keeps every message it is given, with its envelope."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.received.append((list(envelope.rcpt_tos), envelope.content))
-        return "250 OK"
-
-
-@pytest.fixture
-def sink() -> Iterator[tuple[Sink, str]]:
-    handler = Sink()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield handler, f"smtp://127.0.0.1:{controller.port}"
-    finally:
-        controller.stop()
-
-
 PAYLOADS = [
     *({"subject": s} for s in SUBJECT_INJECTIONS.values()),
     *({"to": t} for t in TO_INJECTIONS.values()),
@@ -165,26 +140,27 @@ PAYLOAD_IDS = [
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=PAYLOAD_IDS)
-def test_the_task_refuses_every_payload_and_the_server_receives_nothing(make_app, sink, payload):
-    handler, url = sink
-    app = make_app(NOTIFICATIONS_SMTP_URL=url)
+def test_the_task_refuses_every_payload_and_the_server_receives_nothing(
+    make_app, smtp_sink, payload
+):
+    app = make_app(NOTIFICATIONS_SMTP_URL=smtp_sink.url)
     with app.app_context():
         result = send_email.apply(kwargs={**EMAIL, **payload})
     assert result.failed()
     assert isinstance(result.result, InvalidEmail), result.result
     assert set(result.result.errors) == set(payload)
-    assert handler.received == []
+    assert smtp_sink.received == []
 
 
-def test_an_accepted_email_reaches_the_server_with_exactly_our_headers(make_app, sink):
-    handler, url = sink
-    app = make_app(NOTIFICATIONS_SMTP_URL=url)
+def test_an_accepted_email_reaches_the_server_with_exactly_our_headers(make_app, smtp_sink):
+    app = make_app(NOTIFICATIONS_SMTP_URL=smtp_sink.url)
     subject = "Grüße: your receipt (Bcc: is just text here) " + "long " * 30
     with app.app_context():
         result = send_email.apply(kwargs={**EMAIL, "subject": subject, "body": "Hi.\n.\nBye."})
     assert result.successful(), result.result
-    [(recipients, data)] = handler.received
-    assert recipients == ["ada@example.com"]
+    [mail] = smtp_sink.received
+    assert mail.recipients == ["ada@example.com"]
+    data = mail.content
     head = data.split(b"\r\n\r\n", 1)[0].decode("ascii")
     names = [line.split(":", 1)[0] for line in head.split("\r\n") if line[:1] not in " \t"]
     assert sorted(names) == sorted(HEADERS)

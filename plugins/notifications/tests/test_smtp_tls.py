@@ -7,6 +7,7 @@ and a password never goes over plain text unless the operator allows it.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,13 +15,11 @@ from smtplib import SMTPNotSupportedError
 
 import pytest
 import trustme
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult
 from core_app_notifications.mail import UnsafeSettings
 from core_app_notifications.tasks import send_email
 
 from core_app import PluginDeclarationError
-from core_app.testing import free_port
+from core_app.testing import SmtpSink
 
 EMAIL = {"to": "ada@example.com", "subject": "Over TLS", "body": "Hello, Ada."}
 USER, PASSWORD = "mailer", "s3cret: /@?"
@@ -31,28 +30,9 @@ def core_app_plugins():
     return ["notifications"]
 
 
-class Inbox:
-    """Keeps each message with whether its session was encrypted and logged in."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, object]] = []
-        self.logins: list[tuple[str, str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.received.append(
-            {
-                "tls": session.ssl is not None  # STARTTLS
-                or server.transport.get_extra_info("ssl_object") is not None,  # smtps
-                "login": session.authenticated,
-                "rcpt": list(envelope.rcpt_tos),
-            }
-        )
-        return "250 OK"
-
-    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
-        login = (auth_data.login.decode(), auth_data.password.decode())
-        self.logins.append(login)
-        return AuthResult(success=login == (USER, PASSWORD))
+def sessions(sink: SmtpSink) -> list[tuple[bool, bool, list[str]]]:
+    """(encrypted, logged in, recipients) of each message the sink accepted."""
+    return [(mail.tls, mail.authenticated, mail.recipients) for mail in sink.received]
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +55,17 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[Callable[..., tuple[Inbox, int]]]:
-    """Start aiosmtpd servers: ``start(**smtp_options)`` returns (inbox, port)."""
-    controllers: list[Controller] = []
+def smtp_server() -> Iterator[Callable[..., tuple[SmtpSink, int]]]:
+    """Start SMTP sinks: ``start(auth=False, **smtp_options)`` returns (sink, port)."""
+    with contextlib.ExitStack() as stack:
 
-    def start(**options: object) -> tuple[Inbox, int]:
-        inbox = Inbox()
-        if options.pop("auth", False):
-            options.update(authenticator=inbox.authenticate, auth_require_tls=False)
-        controller = Controller(
-            inbox, hostname="127.0.0.1", port=free_port(), server_hostname="localhost", **options
-        )
-        controller.start()
-        controllers.append(controller)
-        return inbox, controller.port
+        def start(auth: bool = False, **options: object) -> tuple[SmtpSink, int]:
+            credentials = (USER, PASSWORD) if auth else None
+            sink = SmtpSink(credentials=credentials, server_hostname="localhost", **options)
+            stack.enter_context(sink)
+            return sink, sink.port
 
-    yield start
-    for controller in controllers:
-        controller.stop()
+        yield start
 
 
 def send(make_app, url: str, **settings: object):
@@ -107,7 +80,7 @@ def test_smtps_verifies_the_certificate_and_logs_in(make_app, smtp_server, serve
     result = send(make_app, url, NOTIFICATIONS_SMTP_CA_FILE=ca_file)
     assert result.successful(), result.result
     assert inbox.logins == [(USER, PASSWORD)]
-    assert inbox.received == [{"tls": True, "login": True, "rcpt": ["ada@example.com"]}]
+    assert sessions(inbox) == [(True, True, ["ada@example.com"])]
 
 
 def test_starttls_verifies_the_certificate_and_logs_in(
@@ -118,7 +91,7 @@ def test_starttls_verifies_the_certificate_and_logs_in(
     result = send(make_app, url, NOTIFICATIONS_SMTP_CA_FILE=ca_file)
     assert result.successful(), result.result
     assert inbox.logins == [(USER, PASSWORD)]
-    assert inbox.received == [{"tls": True, "login": True, "rcpt": ["ada@example.com"]}]
+    assert sessions(inbox) == [(True, True, ["ada@example.com"])]
 
 
 @pytest.mark.parametrize("scheme", ["smtps", "starttls"])
@@ -176,11 +149,11 @@ def test_a_password_over_plain_smtp_is_refused_at_start_and_in_the_task(make_app
 
 
 def test_plain_text_login_when_the_operator_allows_it(make_app, smtp_server):
-    inbox, port = smtp_server(auth=True, auth_require_tls=False)
+    inbox, port = smtp_server(auth=True)
     url = f"smtp://{USER}:s3cret%3A%20%2F%40%3F@localhost:{port}"
     result = send(make_app, url, NOTIFICATIONS_SMTP_ALLOW_PLAINTEXT_LOGIN=True)
     assert result.successful(), result.result
-    assert inbox.received == [{"tls": False, "login": True, "rcpt": ["ada@example.com"]}]
+    assert sessions(inbox) == [(False, True, ["ada@example.com"])]
 
 
 @pytest.mark.parametrize(

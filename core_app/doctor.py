@@ -117,8 +117,9 @@ def check(*, include_excluded: bool = False) -> list[dict[str, Any]]:
             result.append(combined or {"name": name, "status": FAILED, "error": "not reported"})
             continue
         report = reports[name] or {"name": name, "status": FAILED, "error": "not reported"}
-        if _needs_others(report) and combined and combined["status"] == LOADED:
-            # Alone, its dependencies are left out by construction; together they load.
+        if _needs_others(report) and combined:
+            # Alone, its dependencies are left out by construction: the run with all of
+            # them says whether they load, and if not, why (a wrong version, a cycle...).
             report = combined
         elif report["status"] != FAILED and combined and combined["status"] == FAILED:
             report = {

@@ -80,16 +80,14 @@ def check_message(message: str, name: str, dist: FakeDist, says: list[str]) -> N
         assert text in message, (text, message)
 
 
-def check_rows(
-    scenario: Scenario, rows: Mapping[str, Mapping[str, Any]], says: list[str] | None = None
-) -> None:
-    """Rows of ``plugins --json`` or of the doctor: refused ones failed, the rest loaded;
-    the errors say ``says`` (default: the scenario's texts)."""
+def check_rows(scenario: Scenario, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """Rows of ``plugins --json`` or of the doctor: refused ones failed (saying what the
+    scenario says), the rest loaded."""
     for name, dist in scenario.bad.items():
         row = rows[name]
         assert row["status"] == "failed", row
         assert row["distribution"] == dist.name, row
-        check_message(row["error"], name, dist, scenario.says if says is None else says)
+        check_message(row["error"], name, dist, scenario.says)
     for name in scenario.survivors:
         assert rows[name]["status"] == "loaded", rows[name]
 

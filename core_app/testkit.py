@@ -71,16 +71,17 @@ def child_venv(path: Path, *, with_pip: bool = False) -> Path:
 
 
 def clean_env(paths: Sequence[Path] = (), /, **settings: object) -> dict[str, str]:
-    """The environment for a child process: this one's without PYTHONPATH or any
-    ``CORE_APP_``, ``FLASK_`` or ``WERKZEUG_`` variable (a developer's own settings must
-    not leak into a test), plus ``settings``. Values that are not strings are passed as
-    JSON, the way ``from_prefixed_env`` reads them; ``paths`` (folders of fake
-    distributions) become PYTHONPATH.
+    """The environment for a child process: this one's without PYTHONPATH, VIRTUAL_ENV or
+    any ``CORE_APP_``, ``FLASK_``, ``WERKZEUG_`` or ``PYTEST_`` variable (a developer's own
+    settings, or this pytest run's, must not leak into a test), plus ``settings``. Values
+    that are not strings are passed as JSON, the way ``from_prefixed_env`` reads them;
+    ``paths`` (folders of fake distributions) become PYTHONPATH.
     """
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_")) and key != "PYTHONPATH"
+        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_", "PYTEST_"))
+        and key not in ("PYTHONPATH", "VIRTUAL_ENV")
     }
     if paths:
         env["PYTHONPATH"] = os.pathsep.join(str(path) for path in paths)

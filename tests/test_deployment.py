@@ -52,7 +52,7 @@ def _local(command: list[str], port: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", *args]
 
 
-def _production_env(tmp_path: Path, redis_url: str, **more: str) -> dict[str, str]:
+def readme_production_env(tmp_path: Path, redis_url: str, **more: str) -> dict[str, str]:
     return production_env(
         CORE_APP_BROKER_URL=redis_url,
         CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"),
@@ -63,7 +63,7 @@ def _production_env(tmp_path: Path, redis_url: str, **more: str) -> dict[str, st
     )
 
 
-def _db_upgrade(env: dict[str, str]) -> None:
+def db_upgrade(env: dict[str, str]) -> None:
     """The README's release step: production never migrates by itself."""
     done = subprocess.run(run_py("db", "upgrade"), cwd=REPO, env=env, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
@@ -117,8 +117,8 @@ def test_the_readme_gunicorn_command_keeps_serving_with_50_idle_or_slow_clients(
     command = readme_gunicorn_command()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = _production_env(tmp_path, redis_url)
-    _db_upgrade(env)
+    env = readme_production_env(tmp_path, redis_url)
+    db_upgrade(env)
     server = Proc(_local(command, port), env, tmp_path / "g.log")
     server.start(lambda: _healthy(base + "/health"))
     try:
@@ -153,8 +153,8 @@ def test_the_readme_gunicorn_command_keeps_serving_with_50_idle_or_slow_clients(
 
 
 def test_production_server_answers_unusable_json_with_400_and_no_details(tmp_path, redis_url):
-    env = _production_env(tmp_path, redis_url)
-    _db_upgrade(env)
+    env = readme_production_env(tmp_path, redis_url)
+    db_upgrade(env)
     web = Web(env, tmp_path / "web.log").start()
     try:
         deep = "[" * 1000 + "]" * 1000

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 from procs import Proc, clean_env
-from test_deployment import _db_upgrade, _production_env, readme_gunicorn_command
+from test_deployment import db_upgrade, readme_gunicorn_command, readme_production_env
 
 from core_app.testing import free_port
 
@@ -55,8 +55,8 @@ def answers(url: str) -> bool:
 def server_env(deployment: str, tmp_path: Path, redis_url: str) -> dict[str, str]:
     if deployment == "development":
         return clean_env(CORE_APP_BROKER_URL=redis_url, CORE_APP_INSTANCE_PATH=str(tmp_path))
-    env = _production_env(tmp_path, redis_url, CORE_APP_EXPOSE_API_DOCS="true")
-    _db_upgrade(env)
+    env = readme_production_env(tmp_path, redis_url, CORE_APP_EXPOSE_API_DOCS="true")
+    db_upgrade(env)
     return env
 
 

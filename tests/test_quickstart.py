@@ -57,7 +57,7 @@ def user_env() -> dict[str, str]:
     return {
         key: value
         for key, value in clean_env().items()
-        if not key.startswith(("PYTEST_", "COV_")) and key not in ("VIRTUAL_ENV", "PYTHONHOME")
+        if not key.startswith("COV_") and key != "PYTHONHOME"
     }
 
 

@@ -5,10 +5,9 @@ own tests as the printed Next line says, in a fresh virtualenv, is tests/test_qu
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,47 +15,22 @@ from fakes import make_plugin_dist
 from packaging.specifiers import SpecifierSet
 
 from core_app.discovery import host_version
+from core_app.testing import clean_env, run_command
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _env(tmp_path: Path, **settings: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("CORE_APP_", "FLASK_", "WERKZEUG_", "PYTEST_"))
-        and key not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
-    env["CORE_APP_INSTANCE_PATH"] = str(tmp_path / "instance")
-    env.update(settings)
-    return env
-
-
-def _run(command, env, *, cwd=REPO, timeout=120, check=True):
-    result = subprocess.run(
-        [str(part) for part in command],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check:
-        assert result.returncode == 0, f"{command}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
-def _new_plugin(tmp_path: Path, name: str, directory: Path, *, check: bool = True):
-    return _run(
-        [sys.executable, "run.py", "new-plugin", name, "--dir", directory],
-        _env(tmp_path),
-        check=check,
-    )
+def _new_plugin(tmp_path: Path, name: str, directory: Path, paths: Sequence[Path] = ()):
+    """``python run.py new-plugin`` as a user runs it (``paths``: more installed plugins)."""
+    env = clean_env(paths, CORE_APP_INSTANCE_PATH=str(tmp_path / "instance"))
+    command = [sys.executable, "run.py", "new-plugin", name, "--dir", str(directory)]
+    return run_command(command, env, cwd=REPO)
 
 
 def test_new_plugin_writes_an_installable_distribution(tmp_path):
     target = tmp_path / "plugins"
     result = _new_plugin(tmp_path, "billing", target)
+    assert result.returncode == 0, result.stderr
     root = target / "billing"
     assert str(root) in result.stdout
 
@@ -132,7 +106,7 @@ def test_the_new_plugins_route_appears_in_the_api_document_with_its_schema(tmp_p
 
 @pytest.mark.parametrize("name", ["Billing", "my-plugin", "1st", "has space", "class x"])
 def test_new_plugin_refuses_an_invalid_name(tmp_path, name):
-    result = _new_plugin(tmp_path, name, tmp_path / "plugins", check=False)
+    result = _new_plugin(tmp_path, name, tmp_path / "plugins")
     assert result.returncode != 0
     assert "Error:" in result.stderr and "not a valid plugin name" in result.stderr
     assert "Traceback" not in result.stderr
@@ -143,7 +117,7 @@ def test_new_plugin_refuses_an_existing_folder(tmp_path):
     target = tmp_path / "plugins"
     (target / "billing").mkdir(parents=True)
     (target / "billing" / "mine.txt").write_text("keep me")
-    result = _new_plugin(tmp_path, "billing", target, check=False)
+    result = _new_plugin(tmp_path, "billing", target)
     assert result.returncode != 0
     assert "Error:" in result.stderr and "exists already" in result.stderr
     assert "Traceback" not in result.stderr
@@ -176,10 +150,9 @@ def test_new_plugin_refuses_a_name_that_is_installed_already(tmp_path, name, say
     (stray / "METADATA").write_text("Metadata-Version: 2.1\nName: core-app-stray\nVersion: 0.3\n")
     (site / "core_app_pkg").mkdir()
     (site / "core_app_pkg" / "__init__.py").write_text("")
-    env = _env(tmp_path, PYTHONPATH=os.pathsep.join(str(p) for p in site.iterdir() if p.is_dir()))
-    env["PYTHONPATH"] += os.pathsep + str(site)
+    paths = [*(p for p in site.iterdir() if p.is_dir()), site]
     target = tmp_path / "scratch"
-    result = _run([sys.executable, "run.py", "new-plugin", name, "--dir", target], env, check=False)
+    result = _new_plugin(tmp_path, name, target, paths)
     assert result.returncode == 1, result.stdout
     assert result.stderr.startswith(f"Error: {name!r} is taken: "), result.stderr
     assert says in result.stderr, result.stderr

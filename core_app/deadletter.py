@@ -30,6 +30,8 @@ from celery import Task
 from celery.exceptions import Reject
 from flask import Flask
 
+from .brokers import is_redis
+
 if TYPE_CHECKING:
     import redis
 
@@ -51,7 +53,7 @@ def redis_url(config: Mapping[str, Any]) -> str | None:
     broker = celery.get("broker_url") or config.get("BROKER_URL")
     backend = celery.get("result_backend") or config.get("RESULT_BACKEND") or broker
     for url in (broker, backend):
-        if isinstance(url, str) and url.startswith(("redis://", "rediss://")):
+        if is_redis(url):
             return url
     return None
 

@@ -26,7 +26,7 @@ from .deadletter import count_delivery
 from .embedded import embedded_config, embedded_result_backend
 from .plugins import PluginHost
 from .responses import broker_unavailable
-from .roles import WEB, WORKER
+from .roles import WEB
 from .tasks import DEFAULT_QUEUE, PluginRouter, check_task_names, claim_tasks, import_task_modules
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,9 @@ def web_timeouts(settings: Mapping[str, Any]) -> dict[str, Any]:
     RabbitMQ (connecting, the AMQP handshake, the publisher confirm, and a Redis result
     backend's subscription to the task's result channel included), so a request answers
     503 in about a second whatever the broker does. Workers keep the longer timeouts of
-    :func:`delivery_defaults`: they wait for the broker rather than fail.
+    :func:`delivery_defaults`: they wait for the broker rather than fail (a worker started
+    on a web process's app by ``celery -A run:celery worker`` gets them back,
+    :mod:`core_app.worker_start`).
     """
     if is_amqp(settings["broker_url"]):
         timeouts = amqp_options(WEB_SOCKET_TIMEOUT)
@@ -219,6 +221,11 @@ class PluginCelery(Celery):  # type: ignore[misc]
 
     #: ``MAX_COUNTDOWN``: a task sent to run later than this is logged (see below).
     max_countdown: float | None = None
+    #: What a worker started on this app sets before it connects (core_app.worker_start):
+    #: the broker waits that an app built for a web process shortened.
+    worker_settings: dict[str, Any]
+    #: The longest a healthy worker holds a message unacknowledged, in seconds.
+    longest_hold: int
 
     def send_task(self, *args: Any, **kwargs: Any) -> AsyncResult:
         self._check_countdown(args[0] if args else kwargs.get("name"), kwargs)
@@ -288,11 +295,14 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     else:
         settings.update(embedded_config(app.instance_path))
     broker = settings["broker_url"]
+    celery_app.worker_settings = {}
     if host.role.kind == WEB and (is_redis(broker) or is_amqp(broker)):
-        settings.update(web_timeouts(settings))
+        worker = {**settings, **app.config["CELERY"]}
+        web = web_timeouts(settings)
+        settings.update(web)
+        celery_app.worker_settings = {key: worker[key] for key in web}
     settings.update(app.config["CELERY"])
-    if is_amqp(settings["broker_url"]) and host.role.kind == WORKER:
-        check_consumer_timeout(app.config)
+    celery_app.longest_hold = visibility_timeout({**app.config, "VISIBILITY_TIMEOUT": None})
     if is_redis(settings.get("broker_url")):
         from . import redis_transport
 
@@ -302,6 +312,9 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
     celery_app.config_from_object(settings)
     celery_app.set_default()
     celery_app.finalize(auto=True)
+    from . import worker_start  # it names PluginCelery
+
+    worker_start.connect()
     app.extensions["celery"] = celery_app
     if is_redis(celery_app.conf.result_backend):
         # Reading a result while Redis is down raises redis-py's own errors.
@@ -340,24 +353,6 @@ def result_backend(app: Flask) -> str:
 #: RabbitMQ's default ``consumer_timeout`` (seconds): a delivery unacknowledged longer
 #: closes its consumer's channel, and the message is delivered again.
 CONSUMER_TIMEOUT = 1800
-
-
-def check_consumer_timeout(config: Mapping[str, Any]) -> None:
-    """Say so when a healthy worker may hold a RabbitMQ message unacknowledged longer
-    than the default consumer_timeout: the bound is Redis's derived visibility timeout
-    (prefetch x TASK_TIME_LIMIT + MAX_COUNTDOWN), which RabbitMQ does not need, but its
-    consumer_timeout must be above it."""
-    held = visibility_timeout({**config, "VISIBILITY_TIMEOUT": None})
-    if held > CONSUMER_TIMEOUT:
-        log.warning(
-            "A worker may hold a message unacknowledged for %s s (prefetch x TASK_TIME_LIMIT"
-            " + MAX_COUNTDOWN + 10 s), longer than RabbitMQ's default consumer_timeout "
-            "(%s s), which would close its channel and deliver the message again: raise "
-            "consumer_timeout in rabbitmq.conf (milliseconds) above %s s.",
-            held,
-            CONSUMER_TIMEOUT,
-            held,
-        )
 
 
 def check_time_limits(celery_app: Celery) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import click
 from celery import Celery
-from celery.signals import worker_process_init
 from flask import Flask
 from flask.cli import ScriptInfo
 from flask.helpers import get_debug_flag
@@ -156,7 +155,6 @@ def worker_command(all_plugins: bool, args: Sequence[str]) -> None:
     ``python run.py worker notifications --concurrency 4 --loglevel INFO``.
     """
     args = list(args)
-    worker_process_init.connect(_leave_sigterm_to_the_parent, weak=False)
     if all_plugins:
         app = app_for(Role.worker())
         host: PluginHost = app.extensions["core_app"]
@@ -174,23 +172,6 @@ def worker_command(all_plugins: bool, args: Sequence[str]) -> None:
     record = _served_record(app.extensions["core_app"], name)
     hostname = [] if {"-n", "--hostname"} & set(args) else ["-n", f"{name}@%h"]
     _celery(app).worker_main(["worker", "-Q", record.queue or name, *hostname, *args])
-
-
-def _leave_sigterm_to_the_parent(**kwargs: Any) -> None:
-    """In each pool child: ignore SIGTERM, which the worker (its parent) handles.
-
-    systemd, ``timeout`` and ``kill -- -PGID`` send SIGTERM to the whole process group.
-    An idle prefork child waits for its next task inside the pool's shared read lock
-    (billiard's ``SimpleQueue.get_payload``); killed there, it leaves the lock taken, and
-    the worker's exit (``Pool._help_stuff_finish``) waits for that lock forever. This
-    happens with every transport that has no event loop (the embedded broker's
-    filesystem transport), about one stop in three. Ignoring SIGTERM in the children
-    makes a group SIGTERM what a SIGTERM to the worker alone is, a warm shutdown: the
-    parent lets running tasks finish, then ends its children. A child never outlives
-    the worker: Celery gives each one ``PR_SET_PDEATHSIG`` = SIGKILL on Linux.
-    """
-    if sys.platform.startswith("linux"):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _served_record(host: PluginHost, name: str) -> PluginRecord:

@@ -19,6 +19,7 @@ from procs import Proc, clean_env, run_py, wait_for, worker, write_plugin_dist
 
 from core_app import BrokerUnavailable, ConfigError, Role, create_app, send_task
 from core_app.celery_app import CONSUMER_TIMEOUT, WEB_SOCKET_TIMEOUT, WORKER_SOCKET_TIMEOUT
+from core_app.worker_start import become_worker
 
 EMAIL = {"to": "ada@example.com", "subject": "Hello", "body": "Hi."}
 #: Settings only: nothing connects until a task is sent.
@@ -71,12 +72,20 @@ def test_development_keeps_rabbitmq_results_in_the_instance_folder_and_says_so(t
     assert "CORE_APP_RESULT_BACKEND" in caplog.text
 
 
-def test_a_worker_warns_when_it_may_hold_a_message_past_the_consumer_timeout(tmp_path, caplog):
-    role = Role.worker(["notifications"])
-    with caplog.at_level(logging.WARNING, logger="core_app.celery_app"):
-        conf(tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND="redis://127.0.0.1:1/0")
+@pytest.mark.parametrize("role", [Role(), Role.worker(["notifications"])], ids=["web", "worker"])
+def test_a_worker_warns_when_it_may_hold_a_message_past_the_consumer_timeout(
+    tmp_path, caplog, role
+):
+    """Whatever app the worker starts on: celery -A run:celery worker uses the web's."""
+
+    def start_worker(**config):
+        settings = {"TESTING": True, "INSTANCE_PATH": str(tmp_path), **config}
+        become_worker(create_app(settings, role=role).extensions["celery"])
+
+    with caplog.at_level(logging.WARNING, logger="core_app.worker_start"):
+        start_worker(BROKER_URL=AMQP, RESULT_BACKEND="redis://127.0.0.1:1/0")
         assert "consumer_timeout" not in caplog.text  # 4 x 300 + 180 + 10 s < 30 min
-        conf(tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND="redis://x:1/0", TASK_TIME_LIMIT=600)
+        start_worker(BROKER_URL=AMQP, RESULT_BACKEND="redis://x:1/0", TASK_TIME_LIMIT=600)
     assert f"default consumer_timeout ({CONSUMER_TIMEOUT} s)" in caplog.text
     assert "above 2590 s" in caplog.text  # 4 x 600 + 180 + 10
 

@@ -5,7 +5,7 @@ idle prefork child waits for work holding the pool's shared read lock; a SIGTERM
 killed it there left the lock taken, and the worker then hung at exit in billiard's
 ``Pool._help_stuff_finish`` (about one stop in three, once for over ten minutes). The
 worker command now has its pool children ignore SIGTERM, so a group SIGTERM is a warm
-shutdown run by the parent (see ``core_app.commands._leave_sigterm_to_the_parent``).
+shutdown run by the parent (see ``core_app.worker_start.leave_sigterm_to_the_parent``).
 
 The embedded broker's URL names a host, so kombu no longer logs "No hostname was
 supplied" on every connection.

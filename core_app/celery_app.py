@@ -221,8 +221,9 @@ class PluginCelery(Celery):  # type: ignore[misc]
 
     #: ``MAX_COUNTDOWN``: a task sent to run later than this is logged (see below).
     max_countdown: float | None = None
-    #: What a worker started on this app sets before it connects (core_app.worker_start):
-    #: the broker waits that an app built for a web process shortened.
+    #: What a worker or beat started on this app sets before it connects
+    #: (core_app.worker_start): the broker waits that an app built for a web process
+    #: shortened.
     worker_settings: dict[str, Any]
     #: The longest a healthy worker holds a message unacknowledged, in seconds.
     longest_hold: int

@@ -1,10 +1,11 @@
-"""What a process does when it becomes a Celery worker, however it was started.
+"""What a process does when it becomes a Celery worker (or beat), however it was started.
 
 ``python run.py worker`` builds the app for a worker. ``celery -A run:celery worker``
 (Celery's own command line, Flower's docs, a copied systemd unit) imports the web
 process's app, whose broker waits are made for requests (0.3 s), and starts a worker on
 it. Both send Celery's ``celeryd_init`` before the worker connects to the broker, so
-what every worker needs is done there, once, for both.
+what every worker needs is done there, once, for both; ``beat_init`` likewise for
+``python run.py beat`` and ``celery -A run:celery beat``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from celery.signals import celeryd_init, worker_process_init
+from celery.signals import beat_init, celeryd_init, worker_process_init
 
 from .brokers import is_amqp
 from .celery_app import CONSUMER_TIMEOUT, PluginCelery
@@ -23,14 +24,23 @@ log = logging.getLogger(__name__)
 
 
 def connect() -> None:
-    """Run :func:`become_worker` in any process that starts a worker (idempotent)."""
+    """Run :func:`become_worker` in any process that starts a worker, and give beat the
+    same broker waits (idempotent)."""
     celeryd_init.connect(_on_worker_init, weak=False, dispatch_uid="core_app.worker_start")
+    beat_init.connect(_on_beat_init, weak=False, dispatch_uid="core_app.beat_start")
 
 
 def _on_worker_init(sender: object = None, instance: Any = None, **kwargs: Any) -> None:
     celery_app = getattr(instance, "app", None)
     if isinstance(celery_app, PluginCelery):
         become_worker(celery_app)
+
+
+def _on_beat_init(sender: Any = None, **kwargs: Any) -> None:
+    """Beat waits for the broker like a worker: a web's 0.3 s would drop periodic runs."""
+    celery_app = getattr(sender, "app", None)
+    if isinstance(celery_app, PluginCelery):
+        celery_app.conf.update(celery_app.worker_settings)
 
 
 def become_worker(celery_app: PluginCelery) -> None:

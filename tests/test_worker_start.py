@@ -3,7 +3,8 @@
 ``python run.py worker PLUGIN`` builds the app for a worker; Celery's own
 ``celery -A run:celery worker`` imports the web process's app (a request's broker waits,
 0.3 s) and starts a worker on it. Both get a worker's broker waits and pool children that
-leave SIGTERM to the worker (core_app.worker_start).
+leave SIGTERM to the worker (core_app.worker_start); ``celery -A run:celery beat`` gets the
+same broker waits.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from celery import beat
+from celery.signals import beat_init
 from procs import WORKER_ARGS, Proc, children, clean_env, run_py, wait_for
 
 from core_app.celery_app import WEB_SOCKET_TIMEOUT, WORKER_SOCKET_TIMEOUT
@@ -57,3 +60,13 @@ def test_a_worker_waits_for_the_broker_as_a_worker_and_its_children_leave_sigter
         assert not ignores_sigterm(worker.pid)  # the worker itself shuts down warmly on it
     finally:
         worker.stop()
+
+
+def test_beat_started_on_the_web_app_waits_for_the_broker_as_a_worker(make_app, redis_url):
+    """``celery -A run:celery beat`` imports the web app; beat_init gives it back the
+    broker waits of a long-lived process before its scheduler connects."""
+    celery_app = make_app(BROKER_URL=redis_url).extensions["celery"]
+    assert celery_app.conf.broker_transport_options["socket_timeout"] == WEB_SOCKET_TIMEOUT
+    beat_init.send(sender=beat.Service(app=celery_app))
+    assert celery_app.conf.broker_transport_options["socket_timeout"] == WORKER_SOCKET_TIMEOUT
+    assert celery_app.conf.task_publish_retry_policy["max_retries"] == 2

@@ -23,6 +23,7 @@ from .brokers import REDIS_SCHEMES as REDIS_SCHEMES  # re-exported: benchmarks/b
 from .brokers import is_amqp, is_redis
 from .config import DEFAULTS
 from .deadletter import count_delivery
+from .deadletter import redis_url as deadletter_redis_url
 from .embedded import embedded_config, embedded_result_backend
 from .plugins import PluginHost
 from .responses import broker_unavailable
@@ -227,6 +228,8 @@ class PluginCelery(Celery):  # type: ignore[misc]
     worker_settings: dict[str, Any]
     #: The longest a healthy worker holds a message unacknowledged, in seconds.
     longest_hold: int
+    #: Whether deliveries are counted (core_app.deadletter): a Redis broker or backend.
+    counts_deliveries: bool
 
     def send_task(self, *args: Any, **kwargs: Any) -> AsyncResult:
         self._check_countdown(args[0] if args else kwargs.get("name"), kwargs)
@@ -304,6 +307,7 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
         celery_app.worker_settings = {key: worker[key] for key in web}
     settings.update(app.config["CELERY"])
     celery_app.longest_hold = visibility_timeout({**app.config, "VISIBILITY_TIMEOUT": None})
+    celery_app.counts_deliveries = deadletter_redis_url(app.config) is not None
     if is_redis(settings.get("broker_url")):
         from . import redis_transport
 

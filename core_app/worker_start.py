@@ -49,7 +49,8 @@ def become_worker(celery_app: PluginCelery) -> None:
     - The broker waits of a worker (2 s, retries), where the app was built for a web
       process: a worker waits for the broker rather than fail a request.
     - On RabbitMQ, a warning when a healthy worker may hold a message longer than the
-      broker's consumer_timeout.
+      broker's consumer_timeout, and one when no Redis counts deliveries (results in a
+      database): ``MAX_DELIVERIES`` then bounds nothing.
     - Pool children that leave SIGTERM to the worker (:func:`leave_sigterm_to_the_parent`).
     """
     celery_app.conf.update(celery_app.worker_settings)
@@ -62,6 +63,13 @@ def become_worker(celery_app: PluginCelery) -> None:
             celery_app.longest_hold,
             CONSUMER_TIMEOUT,
             celery_app.longest_hold,
+        )
+    if is_amqp(celery_app.conf.broker_url) and not celery_app.counts_deliveries:
+        log.warning(
+            "Deliveries are not counted: MAX_DELIVERIES needs Redis as the broker or the "
+            "result backend, and results go to %s://. A task that kills its worker every "
+            "time is delivered again and again. Set RESULT_BACKEND=redis://... to bound it.",
+            str(celery_app.conf.result_backend).partition(":")[0],
         )
     worker_process_init.connect(
         leave_sigterm_to_the_parent, weak=False, dispatch_uid="core_app.leave_sigterm"

@@ -72,22 +72,37 @@ def test_development_keeps_rabbitmq_results_in_the_instance_folder_and_says_so(t
     assert "CORE_APP_RESULT_BACKEND" in caplog.text
 
 
+def start_worker(tmp_path, role: Role, **config) -> None:
+    """What Celery's celeryd_init does in a worker started on this app (worker_start)."""
+    settings = {"TESTING": True, "INSTANCE_PATH": str(tmp_path), **config}
+    become_worker(create_app(settings, role=role).extensions["celery"])
+
+
 @pytest.mark.parametrize("role", [Role(), Role.worker(["notifications"])], ids=["web", "worker"])
 def test_a_worker_warns_when_it_may_hold_a_message_past_the_consumer_timeout(
     tmp_path, caplog, role
 ):
     """Whatever app the worker starts on: celery -A run:celery worker uses the web's."""
-
-    def start_worker(**config):
-        settings = {"TESTING": True, "INSTANCE_PATH": str(tmp_path), **config}
-        become_worker(create_app(settings, role=role).extensions["celery"])
-
     with caplog.at_level(logging.WARNING, logger="core_app.worker_start"):
-        start_worker(BROKER_URL=AMQP, RESULT_BACKEND="redis://127.0.0.1:1/0")
+        start_worker(tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND="redis://127.0.0.1:1/0")
         assert "consumer_timeout" not in caplog.text  # 4 x 300 + 180 + 10 s < 30 min
-        start_worker(BROKER_URL=AMQP, RESULT_BACKEND="redis://x:1/0", TASK_TIME_LIMIT=600)
+        start_worker(
+            tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND="redis://x:1/0", TASK_TIME_LIMIT=600
+        )
     assert f"default consumer_timeout ({CONSUMER_TIMEOUT} s)" in caplog.text
     assert "above 2590 s" in caplog.text  # 4 x 600 + 180 + 10
+
+
+def test_a_worker_says_when_no_redis_counts_its_deliveries(tmp_path, caplog):
+    role = Role.worker(["notifications"])
+    with caplog.at_level(logging.WARNING, logger="core_app.worker_start"):
+        start_worker(tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND="redis://127.0.0.1:1/0")
+        assert "Deliveries are not counted" not in caplog.text
+        database = "db+postgresql://u:secret@127.0.0.1:1/db"
+        start_worker(tmp_path, role, BROKER_URL=AMQP, RESULT_BACKEND=database)
+    assert "Deliveries are not counted" in caplog.text
+    assert "results go to db+postgresql://." in caplog.text
+    assert "secret" not in caplog.text
 
 
 def test_plugin_queues_are_durable_and_messages_persistent(make_app, amqp_url, redis_url):

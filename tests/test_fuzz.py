@@ -90,6 +90,12 @@ def test_schemathesis_finds_no_failure(
     cases = re.search(r"^ *(\d+ generated, (\d+) passed.*)$", run.stdout, re.MULTILINE)
     assert cases, run.stdout
     final = run.stdout.strip().splitlines()[-1].strip("= ")
+    # Each warning and the operations it names: what the summary line only counts.
+    section = run.stdout.partition(" WARNINGS ")[2].partition(" SUMMARY ")[0]
+    warnings = [line.strip() for line in section.splitlines() if line.strip().strip("=")]
     with capsys.disabled():  # in CI's log, not only on failure
         print(f"\nschemathesis ({deployment}): {cases[1]}; {final}")
+        for line in warnings:
+            if not line.startswith("💡"):
+                print(f"  {line}")
     assert int(cases[2]) >= 100, run.stdout  # it did test something

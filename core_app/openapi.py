@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, metadata
@@ -247,7 +247,20 @@ def _operation(
         responses.setdefault("404", _shared(404))
     responses.setdefault("500", _shared(500))
     entry["responses"] = responses
-    return entry
+    return _merged(entry, declared.openapi)
+
+
+def _merged(derived: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``derived`` with ``extra`` over it: mappings merged key by key, the rest replaced.
+    Keys are JSON's strings: ``{"responses": {202: ...}}`` extends the derived ``"202"``."""
+    merged = dict(derived)
+    for raw_key, value in extra.items():
+        key = str(raw_key)
+        old = merged.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            value = _merged(old, value)
+        merged[key] = value
+    return merged
 
 
 def _response(status: int, model: type[BaseModel] | str | None, models: _Models) -> dict[str, Any]:

@@ -37,6 +37,8 @@ if TYPE_CHECKING:  # pydantic is imported by the first schema(): a worker may ne
 VALIDATION_STATUS = 400
 #: Where the declaration is kept on the view function.
 DECLARATION = "__core_app_schema__"
+#: Operation fields ``schema(openapi=...)`` may not set: the host owns them.
+RESERVED_OPERATION_FIELDS = {"operationId", "tags"}
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -55,6 +57,9 @@ class Declaration:
     description: str | None = None
     #: False: the route is served but left out of the document (the docs page's files).
     documented: bool = True
+    #: More fields of the OpenAPI operation (links, deprecated, examples...), merged over
+    #: what the host derives.
+    openapi: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ def schema(
     summary: str | None = None,
     description: str | None = None,
     documented: bool = True,
+    openapi: Mapping[str, Any] | None = None,
 ) -> Callable[[View], View]:
     """Declare a view's request body, query string and responses (see the module doc).
 
@@ -90,6 +96,10 @@ def schema(
     document does not describe), or None (no body; for an error status, the host's JSON
     error body). ``summary`` and ``description`` default to the view's docstring.
     ``documented=False`` serves the route but leaves it out of the document.
+    ``openapi`` adds fields of the OpenAPI operation object the declaration does not
+    cover (``links`` of a response, ``deprecated``, ``security``...): mappings are merged
+    into the derived operation key by key, other values replace. ``operationId`` and
+    ``tags`` are the host's (``operation_id=``; one tag per plugin).
     """
     for name, model in (("body", body), ("query", query)):
         if model is not None and not _is_model(model):
@@ -101,8 +111,20 @@ def schema(
                 f"description or None, not {answer!r}"
             )
 
+    if reserved := sorted(set(openapi or {}) & RESERVED_OPERATION_FIELDS):
+        raise TypeError(
+            f"schema(openapi=...) may not set {', '.join(reserved)}: declare "
+            "operation_id=...; each plugin's operations carry its own tag"
+        )
     declaration = Declaration(
-        body, query, dict(responses or {}), operation_id, summary, description, documented
+        body,
+        query,
+        dict(responses or {}),
+        operation_id,
+        summary,
+        description,
+        documented,
+        dict(openapi or {}),
     )
 
     def decorate(view: View) -> View:

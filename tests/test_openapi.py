@@ -215,6 +215,54 @@ def test_a_route_declared_undocumented_is_served_but_left_out(tmp_path):
     assert not [path for path in paths if path.startswith("/docs/")]
 
 
+def test_openapi_fields_a_view_adds_are_merged_into_its_operation(tmp_path):
+    app = create_app(config(tmp_path, []))
+    link = {"operationId": "read_item", "parameters": {"sku": "$response.body#/sku"}}
+
+    @app.post("/owner/items")
+    @schema(
+        body=Item,
+        responses={201: Item},
+        openapi={"deprecated": True, "responses": {201: {"links": {"read": link}}}},
+    )
+    def create_item(body):
+        return body.model_dump(), 201
+
+    @app.get("/owner/items/<sku>")
+    @schema(operation_id="read_item")
+    def read_item(sku):
+        return {"sku": sku}
+
+    document = served(app.test_client())
+    validate(document)
+    operation = document["paths"]["/owner/items"]["post"]
+    assert operation["deprecated"] is True
+    created = operation["responses"]["201"]
+    assert created["links"] == {"read": link}
+    assert created["content"]["application/json"]["schema"]["$ref"].endswith("Item")  # kept
+    assert operation["operationId"] == "create_item" and operation["tags"] == ["core_app"]
+    assert set(operation["responses"]) == {"201", "400", "500"}  # no int key beside "201"
+
+
+@pytest.mark.parametrize("field", ["operationId", "tags"])
+def test_openapi_fields_the_host_owns_are_refused(field):
+    with pytest.raises(TypeError, match=f"may not set {field}"):
+        schema(openapi={field: "x"})
+
+
+def test_a_queued_email_links_to_its_status(tmp_path):
+    document = served(create_app(config(tmp_path, ["notifications"])).test_client())
+    queued = document["paths"]["/api/notifications/emails"]["post"]["responses"]["202"]
+    (link,) = queued["links"].values()
+    status = document["paths"]["/api/notifications/emails/{task_id}"]["get"]
+    assert link["operationId"] == status["operationId"]
+    assert set(link["parameters"]) == {p["name"] for p in status["parameters"]}
+    ref = queued["content"]["application/json"]["schema"]["$ref"]
+    body = document["components"]["schemas"][ref.rpartition("/")[2]]
+    assert link["parameters"]["task_id"] == "$response.body#/task_id"
+    assert "task_id" in body["properties"]
+
+
 def test_the_document_is_built_once_per_app(tmp_path):
     app = create_app(config(tmp_path, ["shop"]))
     first = openapi_document(app)

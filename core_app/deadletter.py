@@ -73,6 +73,12 @@ def client(config: Mapping[str, Any]) -> redis.Redis | None:
         return _clients[url]
 
 
+def redelivered(task: Task) -> bool:
+    """Whether the broker marks this delivery as a message it handed out before (its
+    consumer is gone: Redis after the visibility timeout, RabbitMQ at once)."""
+    return bool((task.request.delivery_info or {}).get("redelivered"))
+
+
 def count_delivery(app: Flask, task: Task) -> None:
     """Called before a task runs: count it if its message was delivered again, and park
     it instead of running it once it has had ``MAX_DELIVERIES`` deliveries.
@@ -80,7 +86,7 @@ def count_delivery(app: Flask, task: Task) -> None:
     :raises Reject: the task is parked; Celery records it as failed and drops its message.
     """
     request = task.request
-    if not (request.delivery_info or {}).get("redelivered") or not request.id:
+    if not redelivered(task) or not request.id:
         return
     redis_client = client(app.config)
     if redis_client is None:

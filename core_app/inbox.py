@@ -32,6 +32,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .db import current_database
+from .deadletter import redelivered
 from .outbox import inbox
 
 RUNNING, DONE = "running", "done"
@@ -50,8 +51,7 @@ def once(function: F) -> F:
         if not message_id or task.request.is_eager or not has_app_context():  # not delivered
             return function(task, *args, **kwargs)
         key = (task.name, message_id)
-        redelivered = bool((task.request.delivery_info or {}).get("redelivered"))
-        if not claim(key, int(task.request.retries or 0), redelivered=redelivered):
+        if not claim(key, int(task.request.retries or 0), redelivered=redelivered(task)):
             raise Ignore()  # done already, or running elsewhere: its first result stands
         try:
             result = function(task, *args, **kwargs)

@@ -23,7 +23,6 @@ from .brokers import REDIS_SCHEMES as REDIS_SCHEMES  # re-exported: benchmarks/b
 from .brokers import is_amqp, is_redis
 from .config import DEFAULTS
 from .deadletter import count_delivery
-from .deadletter import redis_url as deadletter_redis_url
 from .embedded import embedded_config, embedded_result_backend
 from .plugins import PluginHost
 from .responses import broker_unavailable
@@ -226,10 +225,8 @@ class PluginCelery(Celery):  # type: ignore[misc]
     #: (core_app.worker_start): the broker waits that an app built for a web process
     #: shortened.
     worker_settings: dict[str, Any]
-    #: The longest a healthy worker holds a message unacknowledged, in seconds.
-    longest_hold: int
-    #: Whether deliveries are counted (core_app.deadletter): a Redis broker or backend.
-    counts_deliveries: bool
+    #: The Flask app this Celery app belongs to (its settings, read when a worker starts).
+    flask_app: Flask
 
     def send_task(self, *args: Any, **kwargs: Any) -> AsyncResult:
         self._check_countdown(args[0] if args else kwargs.get("name"), kwargs)
@@ -291,6 +288,7 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery_app = PluginCelery(app.import_name, task_cls=FlaskTask)
+    celery_app.flask_app = app
     celery_app.max_countdown = float(_setting(app.config, "MAX_COUNTDOWN"))
     settings = delivery_defaults(app)
     if app.config["BROKER_URL"]:
@@ -306,8 +304,6 @@ def celery_init_app(app: Flask, host: PluginHost) -> Celery:
         settings.update(web)
         celery_app.worker_settings = {key: worker[key] for key in web}
     settings.update(app.config["CELERY"])
-    celery_app.longest_hold = visibility_timeout({**app.config, "VISIBILITY_TIMEOUT": None})
-    celery_app.counts_deliveries = deadletter_redis_url(app.config) is not None
     if is_redis(settings.get("broker_url")):
         from . import redis_transport
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from celery.signals import beat_init, celeryd_init, worker_process_init
 
+from . import deadletter
 from .brokers import is_amqp
-from .celery_app import CONSUMER_TIMEOUT, PluginCelery
+from .celery_app import CONSUMER_TIMEOUT, PluginCelery, visibility_timeout
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +55,35 @@ def become_worker(celery_app: PluginCelery) -> None:
     - Pool children that leave SIGTERM to the worker (:func:`leave_sigterm_to_the_parent`).
     """
     celery_app.conf.update(celery_app.worker_settings)
-    if is_amqp(celery_app.conf.broker_url) and celery_app.longest_hold > CONSUMER_TIMEOUT:
+    if is_amqp(celery_app.conf.broker_url):
+        _check_rabbitmq_bounds(celery_app)
+    worker_process_init.connect(
+        leave_sigterm_to_the_parent, weak=False, dispatch_uid="core_app.leave_sigterm"
+    )
+
+
+def _check_rabbitmq_bounds(celery_app: PluginCelery) -> None:
+    """What bounds RabbitMQ leaves to settings: how long a message may be held (its
+    consumer_timeout) and how often it is delivered (counted in Redis only)."""
+    config = celery_app.flask_app.config
+    held = visibility_timeout({**config, "VISIBILITY_TIMEOUT": None})
+    if held > CONSUMER_TIMEOUT:
         log.warning(
             "A worker may hold a message unacknowledged for %s s (prefetch x TASK_TIME_LIMIT"
             " + MAX_COUNTDOWN + 10 s), longer than RabbitMQ's default consumer_timeout "
             "(%s s), which would close its channel and deliver the message again: raise "
             "consumer_timeout in rabbitmq.conf (milliseconds) above %s s.",
-            celery_app.longest_hold,
+            held,
             CONSUMER_TIMEOUT,
-            celery_app.longest_hold,
+            held,
         )
-    if is_amqp(celery_app.conf.broker_url) and not celery_app.counts_deliveries:
+    if deadletter.redis_url(config) is None:
         log.warning(
             "Deliveries are not counted: MAX_DELIVERIES needs Redis as the broker or the "
             "result backend, and results go to %s://. A task that kills its worker every "
             "time is delivered again and again. Set RESULT_BACKEND=redis://... to bound it.",
             str(celery_app.conf.result_backend).partition(":")[0],
         )
-    worker_process_init.connect(
-        leave_sigterm_to_the_parent, weak=False, dispatch_uid="core_app.leave_sigterm"
-    )
 
 
 def leave_sigterm_to_the_parent(**kwargs: Any) -> None:

@@ -26,9 +26,13 @@ EMAIL = {"to": "ada@example.com", "subject": "Hello", "body": "Hi."}
 AMQP = "amqp://guest:guest@127.0.0.1:1/none"
 
 
-def conf(tmp_path, role: Role | None = None, **config):
+def celery_app(tmp_path, role: Role | None = None, **config):
     settings = {"TESTING": True, "INSTANCE_PATH": str(tmp_path), **config}
-    return create_app(settings, role=role).extensions["celery"].conf
+    return create_app(settings, role=role).extensions["celery"]
+
+
+def conf(tmp_path, role: Role | None = None, **config):
+    return celery_app(tmp_path, role, **config).conf
 
 
 def test_amqp_processes_confirm_publishes_and_bound_every_wait(tmp_path):
@@ -74,8 +78,7 @@ def test_development_keeps_rabbitmq_results_in_the_instance_folder_and_says_so(t
 
 def start_worker(tmp_path, role: Role, **config) -> None:
     """What Celery's celeryd_init does in a worker started on this app (worker_start)."""
-    settings = {"TESTING": True, "INSTANCE_PATH": str(tmp_path), **config}
-    become_worker(create_app(settings, role=role).extensions["celery"])
+    become_worker(celery_app(tmp_path, role, **config))
 
 
 @pytest.mark.parametrize("role", [Role(), Role.worker(["notifications"])], ids=["web", "worker"])
